@@ -1,0 +1,59 @@
+# The two commands a newcomer needs: `make book` and `make test`. Both set everything up first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROFILE ?= book
+export PYTHONHASHSEED := 0
+
+.PHONY: setup system book test unit nbval html browser bench clean
+
+setup: $(STAMP) system
+
+# venv + the package with its dev extras; redone whenever pyproject.toml changes.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+# Debian's Fashion-MNIST and Chromium (for the browser test), installed when missing and possible.
+system: $(STAMP)
+	@need=""; \
+	$(PY) -m zfkit data >/dev/null 2>&1 || need="dataset-fashion-mnist"; \
+	test -x /usr/bin/chromium || need="$$need chromium"; \
+	if [ -n "$$need" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian packages:$$need"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null; \
+	  else echo "cannot install$$need (needs root and apt-get)"; fi; \
+	fi
+	@$(PY) -m zfkit data
+
+# Execute every chapter in _toc.yml order with papermill (profile $(PROFILE)), then build the HTML.
+book: setup
+	$(PY) -m zfkit.notebooks run --profile $(PROFILE)
+	$(MAKE) html
+
+html: $(STAMP)
+	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+
+unit: setup
+	$(PY) -m pytest -q -m "not browser" tests
+
+# Re-execute the committed notebooks with the ci profile and compare to their stored outputs.
+nbval: setup
+	ZFKIT_PROFILE=ci $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
+	  --nbval-sanitize-with tests/nbval_sanitize.cfg book/
+
+browser: setup html
+	$(PY) -m pytest -q -m browser tests
+
+test: unit nbval browser
+
+bench: setup
+	for f in benchmarks/*.py; do $(PY) $$f || exit 1; done
+
+clean:
+	rm -rf _build .pytest_cache

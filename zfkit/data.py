@@ -1,0 +1,283 @@
+"""Datasets and the paper's preprocessing, found offline.
+
+Fashion-MNIST is looked up in this order (DESIGN §6): the ``root=`` argument, ``$ZFKIT_DATA/fashion-mnist``,
+``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist``), then torchvision's download
+when the network allows. Images are held in memory as one tensor: 60k 32x32 images are 245 MB, and
+indexing a tensor is far faster than decoding files in DataLoader workers on a 2-core machine.
+
+The paper's only preprocessing is per-pixel mean subtraction (§3); :func:`fashion_mnist` does the same
+with the training split's mean image, on pixels scaled to [0, ``pixel_range``] (255 gives the paper's
+[-128, 128] range used by the feature-scale-clipping experiment).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+__all__ = [
+    "TensorImages",
+    "fashion_mnist",
+    "find_fashion_mnist",
+    "digits",
+    "imagenet",
+    "ten_crop",
+    "subset",
+    "FASHION_CLASSES",
+    "DataNotFoundError",
+]
+
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+# MD5 of the *decompressed* IDX files, so a re-compressed copy (Debian ships one) still verifies.
+FASHION_FILES = {
+    "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+    "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+    "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+    "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+}
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+class DataNotFoundError(FileNotFoundError):
+    """Raised when a dataset is in none of the places zfkit looks; the message lists how to add it."""
+
+
+@dataclass
+class TensorImages(Dataset):
+    """Images (N, C, H, W) float32 with integer labels, indexable like any torch Dataset."""
+
+    images: torch.Tensor
+    targets: torch.Tensor
+    classes: tuple[str, ...]
+    mean: torch.Tensor | None = None  # the mean image that was subtracted (C, H, W), for display
+    pixel_range: float = 1.0
+
+    def __post_init__(self):
+        if len(self.images) != len(self.targets):
+            raise ValueError(f"{len(self.images)} images but {len(self.targets)} labels")
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        return self.images[i], self.targets[i]
+
+    def subset(self, indices: Sequence[int] | torch.Tensor) -> "TensorImages":
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return TensorImages(self.images[idx], self.targets[idx], self.classes, self.mean, self.pixel_range)
+
+    def display(self, images: torch.Tensor | None = None) -> torch.Tensor:
+        """Undo the mean subtraction and scaling: pixels back in [0, 1] for plotting."""
+        x = self.images if images is None else images
+        if self.mean is not None:
+            x = x + self.mean
+        return (x / self.pixel_range).clamp(0, 1)
+
+
+# ---------------------------------------------------------------- Fashion-MNIST
+
+def _candidates(root: str | os.PathLike | None) -> list[Path]:
+    out = []
+    if root is not None:
+        out.append(Path(root))
+    if os.environ.get("ZFKIT_DATA"):
+        out.append(Path(os.environ["ZFKIT_DATA"]) / "fashion-mnist")
+    out.append(DEBIAN_FASHION)
+    return out
+
+
+def _file_in(folder: Path, stem: str) -> Path | None:
+    for name in (stem + ".gz", stem):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _missing_message(looked: list[Path]) -> str:
+    return (
+        "Fashion-MNIST not found (looked in: " + ", ".join(map(str, looked)) + "). Provide it in one of three ways:\n"
+        "  1. pass root=/path/to/folder holding train-images-idx3-ubyte.gz and the three other files;\n"
+        "  2. set ZFKIT_DATA=/path so that $ZFKIT_DATA/fashion-mnist holds them;\n"
+        "  3. install Debian's package: sudo apt-get install dataset-fashion-mnist "
+        "(files land in /usr/share/datasets/fashion-mnist; `make setup` does this).\n"
+        "With internet access, torchvision.datasets.FashionMNIST(root, download=True) also fills option 1."
+    )
+
+
+def find_fashion_mnist(root: str | os.PathLike | None = None, download: bool = False) -> Path:
+    """The first folder holding all four Fashion-MNIST files, in DESIGN §6's order."""
+    looked = _candidates(root)
+    for folder in looked:
+        if all(_file_in(folder, stem) for stem in FASHION_FILES):
+            return folder
+    if root is not None and Path(root).is_dir() and any(_file_in(Path(root), s) for s in FASHION_FILES):
+        missing = [s for s in FASHION_FILES if not _file_in(Path(root), s)]
+        raise DataNotFoundError(f"{root} holds only part of Fashion-MNIST: missing {', '.join(missing)}. " + _missing_message(looked))
+    if download:
+        from torchvision.datasets import FashionMNIST
+
+        target = Path(root or Path(os.environ.get("ZFKIT_DATA", "~/.cache/zfkit/data")).expanduser() / "fashion-mnist")
+        try:
+            FashionMNIST(str(target.parent / "_torchvision"), download=True)
+        except Exception as e:  # noqa: BLE001 - any network failure means "not available"
+            raise DataNotFoundError(f"download failed ({e}). " + _missing_message(looked)) from e
+        raw = target.parent / "_torchvision" / "FashionMNIST" / "raw"
+        return raw
+    raise DataNotFoundError(_missing_message(looked))
+
+
+@lru_cache(maxsize=8)
+def _read_idx(path: Path, expected_md5: str) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise ValueError(f"cannot read {path}: {e}; the file is corrupted - delete it and reinstall the data") from e
+    digest = hashlib.md5(raw).hexdigest()
+    if digest != expected_md5:
+        raise ValueError(
+            f"{path} failed its MD5 check (got {digest}, expected {expected_md5} for the decompressed file); "
+            "it is corrupted or a different dataset - delete it and reinstall (e.g. apt-get install --reinstall dataset-fashion-mnist)"
+        )
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _fashion_arrays(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    prefix = "train" if split == "train" else "t10k"
+    images = _read_idx(_file_in(folder, f"{prefix}-images-idx3-ubyte"), FASHION_FILES[f"{prefix}-images-idx3-ubyte"])
+    labels = _read_idx(_file_in(folder, f"{prefix}-labels-idx1-ubyte"), FASHION_FILES[f"{prefix}-labels-idx1-ubyte"])
+    return images, labels
+
+
+def fashion_mnist(split: str, root: str | os.PathLike | None = None, size: int = 32,
+                  pixel_range: float = 1.0, download: bool = False) -> TensorImages:
+    """Fashion-MNIST ``"train"`` (60k) or ``"test"`` (10k) as (N, 1, size, size) tensors.
+
+    28x28 images are zero-padded (centred) to ``size`` (32 for zfkit's mini models; no resampling,
+    so no interpolation blur), scaled to [0, pixel_range], and the training set's mean image is
+    subtracted, as the paper does with ImageNet (§3).
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if not isinstance(size, int) or size < 28:
+        raise ValueError(f"size must be an int >= 28 (images are 28x28 and are padded, not cropped), got {size!r}")
+    if pixel_range <= 0:
+        raise ValueError(f"pixel_range must be positive, got {pixel_range}")
+    folder = find_fashion_mnist(root, download)
+    images, labels = _fashion_arrays(folder, split)
+    train_images, _ = _fashion_arrays(folder, "train")
+    x = _pad(torch.from_numpy(images.copy()), size) * (pixel_range / 255.0)
+    mean = _pad(torch.from_numpy(train_images.copy()), size).mean(0) * (pixel_range / 255.0)
+    return TensorImages(x - mean, torch.from_numpy(labels.astype(np.int64)), FASHION_CLASSES, mean, pixel_range)
+
+
+def _pad(images_u8: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, 28, 28) uint8 -> (N, 1, size, size) float, centred with zeros."""
+    n, h, w = images_u8.shape
+    out = torch.zeros(n, 1, size, size)
+    top, left = (size - h) // 2, (size - w) // 2
+    out[:, 0, top:top + h, left:left + w] = images_u8.float()
+    return out
+
+
+# ---------------------------------------------------------------- sklearn digits (transfer target)
+
+def digits(size: int = 32) -> TensorImages:
+    """sklearn's 1,797 handwritten digits (8x8, 0-16), resized to ``size`` with bilinear resampling.
+
+    Pixels are scaled to [0, 1] and the dataset's mean image subtracted, matching :func:`fashion_mnist`.
+    """
+    from sklearn.datasets import load_digits
+
+    if not isinstance(size, int) or size < 8:
+        raise ValueError(f"size must be an int >= 8, got {size!r}")
+    d = load_digits()
+    x = torch.from_numpy(d.images).float().unsqueeze(1) / 16.0
+    if size != 8:
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    mean = x.mean(0)
+    return TensorImages(x - mean, torch.from_numpy(d.target).long(), tuple(str(i) for i in range(10)), mean, 1.0)
+
+
+# ---------------------------------------------------------------- ImageNet (paper profile)
+
+def imagenet(root: str | os.PathLike, split: str, mean: torch.Tensor | None = None, crop: int = 224):
+    """An ImageNet ``ImageFolder`` (``root/train``, ``root/val``) with the paper's §3 preprocessing.
+
+    Each image: smaller side resized to 256, centre 256x256 crop, per-pixel mean subtracted
+    (``mean``: a (3, 256, 256) image in [0, 1] units; zeros when None), then for ``train`` a random
+    ``crop``x``crop`` crop and horizontal flip, for ``val`` the centre crop (use :func:`ten_crop` for
+    the paper's 10-crop evaluation on the 256x256 tensors of ``split="val256"``).
+    """
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms import v2
+
+    if split not in ("train", "val", "val256"):
+        raise ValueError(f"split must be 'train', 'val' or 'val256', got {split!r}")
+    folder = Path(root) / ("train" if split == "train" else "val")
+    if not folder.is_dir():
+        raise DataNotFoundError(
+            f"ImageNet folder {folder} not found; pass root= (or set ZFKIT_IMAGENET) to a folder with "
+            "train/ and val/ subfolders, one subfolder per class (torchvision ImageFolder layout)"
+        )
+    mean = torch.zeros(3, 256, 256) if mean is None else mean
+    steps = [v2.ToImage(), v2.Resize(256, antialias=True), v2.CenterCrop(256), v2.ToDtype(torch.float32, scale=True),
+             v2.Lambda(lambda x: x - mean)]
+    if split == "train":
+        steps += [v2.RandomCrop(crop), v2.RandomHorizontalFlip()]
+    elif split == "val":
+        steps += [v2.CenterCrop(crop)]
+    return ImageFolder(str(folder), transform=v2.Compose(steps))
+
+
+def ten_crop(images: torch.Tensor, size: int = 224) -> torch.Tensor:
+    """The paper's 10-crop evaluation: 4 corners + centre, and their flips: (B, C, H, W) -> (B, 10, C, size, size).
+
+    Average the model's softmax over dim 1 to get the 10-crop prediction.
+    """
+    from torchvision.transforms.v2 import functional as F
+
+    if images.dim() != 4:
+        raise ValueError(f"ten_crop expects a batch (B, C, H, W), got shape {tuple(images.shape)}")
+    if min(images.shape[-2:]) < size:
+        raise ValueError(f"ten_crop size {size} is larger than the images ({images.shape[-2]}x{images.shape[-1]})")
+    return torch.stack(F.ten_crop(images, [size, size]), dim=1)
+
+
+# ---------------------------------------------------------------- deterministic subsets
+
+def subset(dataset: TensorImages, n: int, seed: int = 0, stratified: bool = True) -> TensorImages:
+    """``n`` examples drawn deterministically (the ``ci`` profile's small data).
+
+    Stratified by label when ``stratified``: each class gets n // classes examples (the remainder
+    goes to the first classes), so tiny subsets still contain every class.
+    """
+    if not isinstance(n, int) or n <= 0:
+        raise ValueError(f"subset size must be a positive int, got {n!r}")
+    if n > len(dataset):
+        raise ValueError(f"subset of {n} requested from a dataset of {len(dataset)}; use n <= {len(dataset)}")
+    g = torch.Generator().manual_seed(seed)
+    if not stratified:
+        return dataset.subset(torch.randperm(len(dataset), generator=g)[:n].sort().values)
+    labels = dataset.targets
+    classes = labels.unique()
+    chosen = []
+    for rank, c in enumerate(classes):
+        pool = (labels == c).nonzero().flatten()
+        take = n // len(classes) + (1 if rank < n % len(classes) else 0)
+        chosen.append(pool[torch.randperm(len(pool), generator=g)[:take]])
+    return dataset.subset(torch.cat(chosen).sort().values)

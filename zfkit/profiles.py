@@ -1,0 +1,63 @@
+"""The three run profiles (DESIGN §5): one place that decides data, model and budget.
+
+``ci`` keeps every notebook under a minute on 2 CPU cores, ``book`` (the default) is what the
+published book shows, ``paper`` is the ECCV recipe on ImageNet for GPUs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["Profile", "get", "NAMES"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Data, model and budget for one kind of run."""
+
+    name: str
+    dataset: str  # "fashion-mnist" or "imagenet"
+    model: str  # zfkit.models constructor name
+    input_size: int
+    in_channels: int
+    num_classes: int
+    width: float  # conv width multiplier of the mini models (1.0 = as documented)
+    epochs: int
+    batch_size: int
+    train_subset: int | None  # None = the full training split
+    test_subset: int | None
+    seed: int
+    device: str = "auto"
+    notes: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+_PROFILES = {
+    "ci": Profile(
+        name="ci", dataset="fashion-mnist", model="zfnet_mini", input_size=32, in_channels=1, num_classes=10,
+        width=0.5, epochs=2, batch_size=128, train_subset=2000, test_subset=500, seed=0,
+        notes="tiny deterministic subsets and a half-width ZFNet-mini: proves the code paths, not the science",
+    ),
+    "book": Profile(
+        name="book", dataset="fashion-mnist", model="zfnet_mini", input_size=32, in_channels=1, num_classes=10,
+        width=1.0, epochs=10, batch_size=128, train_subset=None, test_subset=None, seed=0,
+        notes="Fashion-MNIST 60k/10k padded to 32x32, ZFNet-mini; what the published book shows",
+    ),
+    "paper": Profile(
+        name="paper", dataset="imagenet", model="zfnet", input_size=224, in_channels=3, num_classes=1000,
+        width=1.0, epochs=70, batch_size=128, train_subset=None, test_subset=None, seed=0, device="cuda",
+        notes="ImageNet 2012 folder ($ZFKIT_IMAGENET), ZFNet Fig. 3 at 224x224; GPUs, torchrun DDP, days",
+    ),
+}
+NAMES = tuple(_PROFILES)
+
+
+def get(name: str) -> Profile:
+    """The profile called ``name`` (``ci``, ``book`` or ``paper``)."""
+    if isinstance(name, Profile):
+        return name
+    try:
+        return _PROFILES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(NAMES)} "
+                         "(set ZFKIT_PROFILE or pass -p profile NAME to papermill)") from None
