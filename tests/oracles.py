@@ -1,0 +1,58 @@
+"""Independent references for the deconvnet: autograd with the ReLU backward rule swapped.
+
+DESIGN §4: backward from the selected unit with every ReLU's backward replaced by the rule
+(deconvnet: relu(grad); guided: relu(grad) * mask; gradient: grad * mask) and LRN's by identity.
+Max-pool and convolution use PyTorch's own autograd, which zfkit's code does not call.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _relu_with(rule: str):
+    class _Relu(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x > 0)
+            return x.clamp(min=0)
+
+        @staticmethod
+        def backward(ctx, g):
+            (mask,) = ctx.saved_tensors
+            return {"deconvnet": g.clamp(min=0), "guided": g.clamp(min=0) * mask, "gradient": g * mask}[rule]
+
+    return _Relu.apply
+
+
+class _IdentityBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, module):
+        return module(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, None
+
+
+def autograd_projection(model, image, index, channel, mode="max", rule="deconvnet"):
+    """Projection of ``channel`` of ``model.features[index]``'s output for one (C, H, W) image."""
+    relu = _relu_with(rule)
+    x = image[None].clone().requires_grad_(True)
+    h = x
+    for m in list(model.features)[: index + 1]:
+        if isinstance(m, nn.ReLU):
+            h = relu(h)
+        elif isinstance(m, nn.LocalResponseNorm):
+            h = _IdentityBackward.apply(h, m)
+        elif isinstance(m, nn.MaxPool2d):
+            h = F.max_pool2d(h, m.kernel_size, m.stride, m.padding, m.dilation, ceil_mode=m.ceil_mode)
+        elif isinstance(m, nn.Conv2d):
+            h = m(h)
+    a = h[0, channel].flatten()
+    if mode == "max":
+        pos = a.argmax()
+        (a[pos].detach() * a[pos]).backward()
+    else:
+        (a.detach() * a).sum().backward()
+    return x.grad[0]

@@ -1,0 +1,159 @@
+"""The deconvnet against independent references: an autograd oracle, Captum, closed forms."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from oracles import autograd_projection
+from zfkit import models
+from zfkit.deconv import Deconvnet
+from zfkit.layers import resolve
+from zfkit.rf import receptive_field
+
+
+def _cosine(a, b):
+    return F.cosine_similarity(a.flatten().double(), b.flatten().double(), dim=0).item()
+
+
+def _randomised(model, std):
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, std)
+    return model.eval()
+
+
+CASES = {
+    "zfnet_mini": (lambda: _randomised(models.zfnet_mini(), 0.05), 32, ["conv1", "pool1", "conv2", "norm2", "conv3", "conv5", "pool5"]),
+    "zfnet": (lambda: _randomised(models.zfnet(), 0.02), 224, ["conv2", "conv5"]),
+    "tv_alexnet": (lambda: torchvision.models.alexnet().eval(), 224, [4, 10]),
+    "tv_vgg11": (lambda: torchvision.models.vgg11().eval(), 64, [3, 13]),
+}
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def case(request):
+    torch.manual_seed(1)
+    build, size, layers = CASES[request.param]
+    model = build()
+    layers = [model.features[i] if isinstance(i, int) else i for i in layers]
+    return model, torch.randn(2, model.features[0].in_channels, size, size), layers
+
+
+@pytest.mark.parametrize("mode", ["max", "map"])
+@pytest.mark.parametrize("rule", ["deconvnet", "guided", "gradient"])
+def test_projection_matches_autograd_oracle(case, mode, rule):
+    model, images, layers = case
+    channels = [0, 7]
+    for layer in layers:
+        out = Deconvnet(model, rule=rule).project(images, layer, channels=channels, mode=mode)
+        assert out.shape == (2, 2, *images.shape[1:])
+        index = resolve(model, layer).index
+        for b in range(2):
+            for j, ch in enumerate(channels):
+                ref = autograd_projection(model, images[b], index, ch, mode, rule)
+                if ref.abs().max() == 0:
+                    assert out[b, j].abs().max() == 0
+                else:
+                    assert _cosine(out[b, j], ref) >= 0.9999, (layer, b, ch)
+
+
+def test_cone_cropping_equals_the_uncropped_walk():
+    """Mode "max" walks only the cone; the same seed walked over whole maps gives the same pixels."""
+    model = _randomised(models.zfnet_mini(), 0.05)
+    x = torch.randn(3, 1, 32, 32)
+    d = Deconvnet(model)
+    cone = d.project(x, "conv5", mode="max")
+    records, acts = d._forward(x, resolve(model, "conv5").index)
+    seed = torch.zeros_like(acts).unsqueeze(1).repeat(1, acts.shape[1], 1, 1, 1)
+    for b in range(3):
+        for c in range(acts.shape[1]):
+            pos = acts[b, c].flatten().argmax()
+            seed[b, c, c].view(-1)[pos] = acts[b, c].view(-1)[pos]
+    full = d._walk_full(seed.flatten(0, 1), records, torch.arange(3).repeat_interleave(acts.shape[1]))
+    assert torch.allclose(cone.flatten(0, 1), full, atol=1e-6, rtol=1e-5)
+
+
+def test_linear_conv_stack_is_the_chain_of_transposed_convolutions():
+    torch.manual_seed(0)
+    stack = nn.Module()
+    stack.features = nn.Sequential(nn.Conv2d(2, 4, 3, stride=2, padding=1), nn.Conv2d(4, 5, 5, padding=2), nn.Conv2d(5, 3, 3, stride=2))
+    x = torch.randn(1, 2, 21, 21)
+    out = Deconvnet(stack).project(x, stack.features[2], mode="map")
+    with torch.no_grad():
+        a1 = stack.features[0](x)
+        a2 = stack.features[1](a1)
+        a3 = stack.features[2](a2)
+        c1, c2, c3 = stack.features
+        for k in range(3):
+            g = torch.zeros_like(a3)
+            g[:, k] = a3[:, k]
+            g = F.conv_transpose2d(g, c3.weight, stride=2, output_padding=a2.shape[-1] - ((a3.shape[-1] - 1) * 2 + 3))
+            g = F.conv_transpose2d(g, c2.weight, padding=2)
+            g = F.conv_transpose2d(g, c1.weight, stride=2, padding=1, output_padding=x.shape[-1] - ((a1.shape[-1] - 1) * 2 - 2 + 3))
+            assert torch.allclose(out[0, k], g[0], atol=1e-5)
+
+
+def test_projection_is_zero_outside_the_receptive_field():
+    model = _randomised(models.zfnet(), 0.02)
+    x = torch.randn(1, 3, 224, 224)
+    d = Deconvnet(model)
+    for layer in ["conv2", "conv3"]:
+        out = d.project(x, layer, channels=range(0, 64, 8))
+        records, acts = d._forward(x, resolve(model, layer).index)
+        rf = receptive_field(model, layer)
+        for j, c in enumerate(range(0, 64, 8)):
+            y, x_ = divmod(int(acts[0, c].argmax()), acts.shape[-1])
+            top, left, bottom, right = rf.box(y, x_)
+            mask = torch.ones(224, 224, dtype=torch.bool)
+            mask[max(top, 0):bottom, max(left, 0):right] = False
+            assert out[0, j][:, mask].abs().max() == 0
+            assert (out[0, j].abs().max() > 0) == (acts[0, c].max() > 0)
+
+
+def test_captum_neuron_deconvolution_agrees_without_lrn():
+    captum = pytest.importorskip("captum.attr")
+    torch.manual_seed(0)
+    model = torchvision.models.alexnet().eval()
+    x = torch.randn(1, 3, 224, 224)
+    conv5 = model.features[10]
+    ours = Deconvnet(model).project(x, conv5, channels=[3, 50], mode="max")
+    with torch.no_grad():
+        act = model.features[:12](x)
+    for j, ch in enumerate([3, 50]):
+        y, x_ = divmod(int(act[0, ch].argmax()), act.shape[-1])
+        attr = captum.NeuronDeconvolution(model, model.features[11]).attribute(x.clone(), neuron_selector=(ch, y, x_))
+        assert _cosine(ours[0, j], attr[0]) >= 0.9999
+
+
+def test_ties_go_to_the_first_unit_in_row_major_order():
+    stack = nn.Module()
+    stack.features = nn.Sequential(nn.Conv2d(1, 1, 1, bias=False))
+    with torch.no_grad():
+        stack.features[0].weight.fill_(1.0)
+    x = torch.zeros(1, 1, 4, 4)
+    x[0, 0, 1, 2] = x[0, 0, 3, 0] = 5.0
+    out = Deconvnet(stack).project(x, stack.features[0], mode="max")
+    assert out[0, 0, 0, 1, 2] == 5.0 and out[0, 0, 0, 3, 0] == 0.0
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda d: d.project(torch.randn(1, 1, 32, 32), "conv9"), "unknown layer"),
+    (lambda d: d.project(torch.randn(1, 1, 32, 32), "fc6"), "model.features"),
+    (lambda d: d.project(torch.randn(1, 1, 32, 32), "conv1", channels=[40]), "out of range"),
+    (lambda d: d.project(torch.randn(1, 32, 32), "conv1"), "batch"),
+    (lambda d: d.project(torch.randn(1, 3, 32, 32), "conv1"), "channel"),
+    (lambda d: d.project(torch.zeros(1, 1, 32, 32, dtype=torch.int64), "conv1"), "floating point"),
+    (lambda d: d.project(torch.full((1, 1, 32, 32), float("nan")), "conv1"), "NaN"),
+    (lambda d: d.project(torch.randn(1, 1, 32, 32), "conv1", mode="mean"), "mode"),
+])
+def test_bad_input_is_explained(call, words):
+    with pytest.raises(ValueError, match=words):
+        call(Deconvnet(models.zfnet_mini(width=0.5)))
+
+
+def test_unknown_rule_lists_the_three():
+    with pytest.raises(ValueError, match="deconvnet, guided, gradient"):
+        Deconvnet(models.zfnet_mini(), rule="lrp")

@@ -1,0 +1,259 @@
+"""The deconvnet of §2.1: project a layer's activations back to pixel space.
+
+A forward pass through ``model.features`` records each max-pool's switches and each ReLU's input.
+To examine an activation, every other activation of its layer is zeroed and the signal walks down:
+
+- max-pool: *unpool* with the switches. ZFNet and AlexNet pool over overlapping 3x3/2 windows,
+  so two pooled units can share a switch; their contributions are **added** (the adjoint of
+  max-pooling; ``F.max_unpool2d`` writes instead and silently loses signal).
+- ReLU: the backward rule — ``"deconvnet"`` rectifies the signal (``relu(g)``, the paper),
+  ``"guided"`` also masks by the forward ReLU (Springenberg et al. 2014), ``"gradient"`` only masks
+  (the plain gradient, Simonyan et al. 2013).
+- convolution: the transposed convolution with the same weights, no bias, with ``output_padding``
+  so the result has the layer input's exact size.
+- LRN and dropout are the identity on the way down (the paper's choice for LRN; dropout is off
+  at test time).
+
+In mode ``"max"`` each selection starts from one unit, whose influence on any lower layer is
+confined to its receptive-field *cone*; the walk then runs on those windows only (batched over
+selections), which gives exactly the uncropped result at a fraction of the cost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import Layer, resolve
+
+__all__ = ["Deconvnet", "RULES"]
+
+RULES = ("deconvnet", "guided", "gradient")
+_IDENTITY_DOWN = (nn.LocalResponseNorm, nn.Dropout, nn.Identity)
+
+
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+@dataclass
+class _Record:
+    """What the forward pass keeps for one module: its input size and switches or ReLU mask."""
+
+    module: nn.Module
+    in_size: tuple[int, int]
+    switches: torch.Tensor | None = None  # max-pool argmax, flat index into the input map
+    positive: torch.Tensor | None = None  # ReLU input > 0
+
+
+class Deconvnet:
+    """Project activations of any layer of ``model.features`` back to the input.
+
+    ``rule`` picks how ReLUs are reversed: ``"deconvnet"`` (the paper), ``"guided"`` or ``"gradient"``.
+    """
+
+    def __init__(self, model: nn.Module, rule: str = "deconvnet"):
+        if rule not in RULES:
+            raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
+        if not isinstance(getattr(model, "features", None), nn.Sequential):
+            raise ValueError(f"{type(model).__name__} has no nn.Sequential 'features'; Deconvnet needs a "
+                             "model laid out like torchvision's AlexNet/VGG or built by zfkit.models")
+        self.model = model
+        self.rule = rule
+
+    # ---------------------------------------------------------------- public
+
+    @torch.no_grad()
+    def project(self, images: torch.Tensor, layer: str | nn.Module, channels=None, mode: str = "max",
+                chunk: int = 64) -> torch.Tensor:
+        """Projections of ``channels`` of ``layer`` for each image: a tensor (B, K, C_in, H, W).
+
+        ``mode="max"`` keeps, per image and channel, only the strongest unit (ties go to the first
+        in row-major order); ``mode="map"`` keeps the channel's whole map. The walk starts from the
+        actual activation values. ``channels`` defaults to all; ``chunk`` bounds how many
+        selections go down together (memory).
+        """
+        target = self._target(layer)
+        self._check_images(images)
+        records, acts = self._forward(images, target.index)
+        channels = self._channels(channels, acts.shape[1])
+        if mode not in ("max", "map"):
+            raise ValueError(f"mode must be 'max' or 'map', got {mode!r}")
+        b, k = images.shape[0], len(channels)
+        out = images.new_zeros(b, k, *images.shape[1:])
+        sel = acts[:, channels]  # (B, K, h, w)
+        flat = sel.flatten(2)
+        for start in range(0, b * k, chunk):
+            idx = torch.arange(start, min(start + chunk, b * k))
+            img, kk = idx // k, idx % k
+            if mode == "map":
+                seed = images.new_zeros(len(idx), acts.shape[1], *acts.shape[2:])
+                seed[torch.arange(len(idx)), channels[kk]] = sel[img, kk]
+                out.view(b * k, *images.shape[1:])[idx] = self._walk_full(seed, records, img)
+            else:
+                pos = flat[img, kk].argmax(1)
+                value = flat[img, kk, :].gather(1, pos[:, None]).squeeze(1)
+                out.view(b * k, *images.shape[1:])[idx] = self._walk_cone(
+                    value, channels[kk], pos, acts.shape[-2:], records, img, images.shape[-2:])
+        return out
+
+    # ---------------------------------------------------------------- validation
+
+    def _target(self, layer) -> Layer:
+        target = resolve(self.model, layer)
+        if target.part != "features":
+            raise ValueError(f"layer {target.name!r} is in model.{target.part}; Deconvnet projects layers of "
+                             "model.features (conv1 … pool5)")
+        return target
+
+    def _check_images(self, images) -> None:
+        if not isinstance(images, torch.Tensor) or images.dim() != 4:
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ValueError(f"images must be a batch (B, C, H, W), got {shape}; use x.unsqueeze(0) for one image")
+        if not torch.is_floating_point(images):
+            raise ValueError(f"images must be floating point, got {images.dtype}; convert with x.float()")
+        if not torch.isfinite(images).all():
+            raise ValueError("images contain NaN or infinite pixels; clean or clamp them first")
+        first = next(m for m in self.model.features if isinstance(m, nn.Conv2d))
+        if images.shape[1] != first.in_channels:
+            raise ValueError(f"images have {images.shape[1]} channel(s) but the model's first convolution "
+                             f"takes {first.in_channels}")
+
+    @staticmethod
+    def _channels(channels, n: int) -> torch.Tensor:
+        if channels is None:
+            return torch.arange(n)
+        ch = torch.as_tensor([channels] if isinstance(channels, int) else list(channels), dtype=torch.long)
+        if ch.numel() == 0:
+            raise ValueError("channels is empty; pass None for all channels")
+        if ch.min() < 0 or ch.max() >= n:
+            raise ValueError(f"channel index out of range: the layer has {n} channels (0 … {n - 1}), got {ch.tolist()}")
+        return ch
+
+    # ---------------------------------------------------------------- forward with records
+
+    def _forward(self, images: torch.Tensor, last: int) -> tuple[list[_Record], torch.Tensor]:
+        x = images
+        records = []
+        for module in list(self.model.features)[: last + 1]:
+            rec = _Record(module, tuple(x.shape[-2:]))
+            if isinstance(module, nn.MaxPool2d):
+                k, s, p, d = (_pair(getattr(module, a)) for a in ("kernel_size", "stride", "padding", "dilation"))
+                x, rec.switches = F.max_pool2d(x, k, s or k, p, d, ceil_mode=module.ceil_mode, return_indices=True)
+            elif isinstance(module, nn.ReLU):
+                rec.positive = x > 0
+                x = F.relu(x)
+            elif isinstance(module, nn.Conv2d) or isinstance(module, _IDENTITY_DOWN):
+                x = module(x)
+            else:
+                raise ValueError(f"Deconvnet cannot reverse {type(module).__name__} (in model.features); supported: "
+                                 "Conv2d, ReLU, MaxPool2d, LocalResponseNorm, Dropout, Identity")
+            records.append(rec)
+        return records, x
+
+    # ---------------------------------------------------------------- backward steps
+
+    def _relu(self, g: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+        if self.rule == "deconvnet":
+            return g.clamp(min=0)
+        if self.rule == "guided":
+            return g.clamp(min=0) * positive
+        return g * positive
+
+    @staticmethod
+    def _conv_t(g: torch.Tensor, conv: nn.Conv2d, out_size: tuple[int, int] | None) -> torch.Tensor:
+        """Transposed convolution, no bias; ``out_size=None`` gives the full (unpadded) window."""
+        s, p, d = _pair(conv.stride), _pair(conv.padding), _pair(conv.dilation)
+        k = _pair(conv.kernel_size)
+        if out_size is None:
+            return F.conv_transpose2d(g, conv.weight, None, s, 0, 0, conv.groups, d)
+        op = tuple(out_size[i] - ((g.shape[-2 + i] - 1) * s[i] - 2 * p[i] + d[i] * (k[i] - 1) + 1) for i in range(2))
+        return F.conv_transpose2d(g, conv.weight, None, s, p, op, conv.groups, d)
+
+    # ---------------------------------------------------------------- full-map walk
+
+    def _walk_full(self, g: torch.Tensor, records: list[_Record], img: torch.Tensor) -> torch.Tensor:
+        for rec in reversed(records):
+            m = rec.module
+            if isinstance(m, nn.MaxPool2d):
+                sw = rec.switches[img]
+                h, w = rec.in_size
+                g = g.new_zeros(g.shape[0], g.shape[1], h * w).scatter_add_(2, sw.flatten(2), g.flatten(2))
+                g = g.view(g.shape[0], g.shape[1], h, w)
+            elif isinstance(m, nn.ReLU):
+                g = self._relu(g, rec.positive[img])
+            elif isinstance(m, nn.Conv2d):
+                g = self._conv_t(g, m, rec.in_size)
+        return g
+
+    # ---------------------------------------------------------------- cone-cropped walk
+
+    def _walk_cone(self, value, channel, pos, act_size, records, img, image_size) -> torch.Tensor:
+        """Walk down only the receptive-field cone of one unit per selection (mode "max")."""
+        n = len(value)
+        top, left = pos // act_size[1], pos % act_size[1]  # window start at the current level
+        h = w = 1
+        g = value.new_zeros(n, self._layer_channels(records), 1, 1)
+        g[torch.arange(n), channel, 0, 0] = value
+        level_size = tuple(act_size)
+        for rec in reversed(records):
+            m = rec.module
+            if isinstance(m, nn.MaxPool2d):
+                k, s, p = _pair(m.kernel_size), _pair(m.stride or m.kernel_size), _pair(m.padding)
+                sw = _window(rec.switches, img, top, left, h, w, fill=-1)  # (n, C, h, w) flat input indices
+                new_top, new_left = top * s[0] - p[0], left * s[1] - p[1]
+                nh, nw = (h - 1) * s[0] + k[0], (w - 1) * s[1] + k[1]
+                iy, ix = sw // rec.in_size[1], sw % rec.in_size[1]
+                local = (iy - new_top[:, None, None, None]) * nw + (ix - new_left[:, None, None, None])
+                valid = sw >= 0
+                g = g * valid
+                local = torch.where(valid, local, torch.zeros_like(local))
+                g = g.new_zeros(n, g.shape[1], nh * nw).scatter_add_(2, local.flatten(2), g.flatten(2)).view(n, -1, nh, nw)
+                top, left, h, w = new_top, new_left, nh, nw
+            elif isinstance(m, nn.ReLU):
+                g = self._relu(g, _window(rec.positive, img, top, left, h, w, fill=False))
+            elif isinstance(m, nn.Conv2d):
+                s, p = _pair(m.stride), _pair(m.padding)
+                g = self._conv_t(g, m, None)
+                top, left = top * s[0] - p[0], left * s[1] - p[1]
+                h, w = g.shape[-2:]
+            level_size = rec.in_size
+            g = g * _inside(top, left, h, w, level_size).unsqueeze(1)  # padding is not an input
+        return _paste(g, top, left, image_size)
+
+    def _layer_channels(self, records: list[_Record]) -> int:
+        for rec in reversed(records):
+            if isinstance(rec.module, nn.Conv2d):
+                return rec.module.out_channels
+        raise ValueError("the layer has no convolution below it")
+
+
+def _inside(top, left, h, w, size) -> torch.Tensor:
+    """(n, h, w) mask of window positions that lie inside a map of ``size``."""
+    rows = top[:, None] + torch.arange(h)
+    cols = left[:, None] + torch.arange(w)
+    return ((rows >= 0) & (rows < size[0]))[:, :, None] & ((cols >= 0) & (cols < size[1]))[:, None, :]
+
+
+def _window(t: torch.Tensor, img, top, left, h, w, fill) -> torch.Tensor:
+    """Windows t[img_i, :, top_i:top_i+h, left_i:left_i+w] for each selection, ``fill`` outside the map."""
+    rows = top[:, None] + torch.arange(h)
+    cols = left[:, None] + torch.arange(w)
+    rc = rows.clamp(0, t.shape[-2] - 1)
+    cc = cols.clamp(0, t.shape[-1] - 1)
+    win = t[img[:, None, None], :, rc[:, :, None], cc[:, None, :]].permute(0, 3, 1, 2)  # (n, C, h, w)
+    inside = _inside(top, left, h, w, t.shape[-2:]).unsqueeze(1)
+    return torch.where(inside, win, torch.as_tensor(fill, dtype=t.dtype))
+
+
+def _paste(g: torch.Tensor, top, left, size) -> torch.Tensor:
+    """Place each selection's input-level window into a zero image of ``size``."""
+    n, c, h, w = g.shape
+    out = g.new_zeros(n, c, size[0] + 2 * h, size[1] + 2 * w)  # margin so windows never fall off
+    rows = (top + h)[:, None] + torch.arange(h)
+    cols = (left + w)[:, None] + torch.arange(w)
+    out[torch.arange(n)[:, None, None], :, rows[:, :, None], cols[:, None, :]] = g.permute(0, 2, 3, 1)
+    return out[:, :, h:h + size[0], w:w + size[1]]
