@@ -1,0 +1,122 @@
+"""Streaming top-k: for every feature map, the k images that excite it most (Fig. 2's top-9).
+
+One pass over the dataset keeps, per channel, only the k best (value, image, location) so far:
+memory is O(channels x k) whatever the dataset size. An image counts once per channel, at its
+strongest location, as in the paper's figures. Under ``torchrun`` each rank scans its shard and
+the shards' results are merged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from .layers import resolve
+
+__all__ = ["TopK", "topk", "layer_activations"]
+
+
+@dataclass
+class TopK:
+    """Per channel the k strongest activations, strongest first: all tensors are (C, k)."""
+
+    values: torch.Tensor
+    indices: torch.Tensor  # image index in the dataset
+    ys: torch.Tensor
+    xs: torch.Tensor
+
+    def merge(self, other: "TopK", k: int) -> "TopK":
+        """The top-k of two partial results (e.g. two batches or two ranks)."""
+        k = min(k, self.values.shape[1] + other.values.shape[1])
+        values = torch.cat([self.values, other.values], 1)
+        order = _stable_top(values, indices=torch.cat([self.indices, other.indices], 1), k=k)
+        pick = lambda a, b: torch.cat([a, b], 1).gather(1, order)  # noqa: E731
+        return TopK(values.gather(1, order), pick(self.indices, other.indices), pick(self.ys, other.ys), pick(self.xs, other.xs))
+
+
+def _stable_top(values: torch.Tensor, indices: torch.Tensor, k: int) -> torch.Tensor:
+    """Positions of the k largest values per row; ties go to the smaller image index (deterministic)."""
+    order = indices.argsort(dim=1, stable=True)
+    by_value = values.gather(1, order).argsort(dim=1, descending=True, stable=True)
+    return order.gather(1, by_value)[:, :k]
+
+
+def layer_activations(model: nn.Module, images: torch.Tensor, layer) -> torch.Tensor:
+    """The output of ``layer`` for a batch, running ``model.features`` only as far as needed."""
+    target = resolve(model, layer)
+    if target.part != "features":
+        with torch.no_grad():
+            captured = {}
+            h = target.module.register_forward_hook(lambda m, i, o: captured.setdefault("a", o.clone()))
+            try:
+                model(images)
+            finally:
+                h.remove()
+        return captured["a"]
+    with torch.no_grad():
+        return model.features[: target.index + 1](images)
+
+
+def topk(model: nn.Module, dataset: Dataset, layer, k: int = 9, batch_size: int = 256,
+         progress: bool = True) -> TopK:
+    """The k strongest activations of every channel of ``layer`` over ``dataset``."""
+    n = len(dataset)
+    if n == 0:
+        raise ValueError("the dataset is empty")
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    if k > n:
+        raise ValueError(f"k={k} is larger than the dataset ({n} images); use k <= {n}")
+    resolve(model, layer)  # fail early on an unknown layer
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    shard = range(rank * batch_size, n, batch_size * world)
+    was_training = model.training
+    model.eval()
+    best: TopK | None = None
+    try:
+        for start in tqdm(shard, desc=f"top-{k} {layer if isinstance(layer, str) else 'layer'}", disable=not progress or rank != 0):
+            idx = torch.arange(start, min(start + batch_size, n))
+            images = _batch(dataset, idx)
+            acts = layer_activations(model, images, layer)
+            best = _update(best, acts, idx, k)
+    finally:
+        model.train(was_training)
+    if world > 1:
+        best = _merge_ranks(best, k)
+    return best
+
+
+def _batch(dataset: Dataset, idx: torch.Tensor) -> torch.Tensor:
+    images = getattr(dataset, "images", None)
+    if isinstance(images, torch.Tensor):
+        return images[idx]
+    return torch.stack([dataset[int(i)][0] for i in idx])
+
+
+def _update(best: TopK | None, acts: torch.Tensor, idx: torch.Tensor, k: int) -> TopK:
+    if acts.dim() == 2:  # fully connected: one "location"
+        acts = acts[:, :, None, None]
+    b, c, h, w = acts.shape
+    per_image, where = acts.flatten(2).max(2)  # (B, C): each image's strongest location per channel
+    values = per_image.T  # (C, B)
+    images = idx[None].expand(c, b)
+    take = min(k, b)
+    order = _stable_top(values, images, take)
+    where = where.T.gather(1, order)
+    batch_best = TopK(values.gather(1, order), images.gather(1, order), where // w, where % w)
+    return batch_best if best is None else best.merge(batch_best, k)
+
+
+def _merge_ranks(local: TopK | None, k: int) -> TopK:
+    gathered: list[TopK | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, local)
+    merged = None
+    for part in gathered:
+        if part is not None:
+            merged = part if merged is None else merged.merge(part, k)
+    return merged
