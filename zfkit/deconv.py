@@ -156,7 +156,7 @@ class Deconvnet:
 
     # ---------------------------------------------------------------- backward steps
 
-    def _relu(self, g: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    def _relu(self, g: torch.Tensor, positive: torch.Tensor | None) -> torch.Tensor:
         if self.rule == "deconvnet":
             return g.clamp(min=0)
         if self.rule == "guided":
@@ -192,36 +192,36 @@ class Deconvnet:
     # ---------------------------------------------------------------- cone-cropped walk
 
     def _walk_cone(self, value, channel, pos, act_size, records, img, image_size) -> torch.Tensor:
-        """Walk down only the receptive-field cone of one unit per selection (mode "max")."""
+        """Walk down only the receptive-field cone of one unit per selection (mode "max").
+
+        Every selection's window has the same size at a given level (only its position differs),
+        so the walk is batched over selections. Signal never leaves the window except where the
+        window hangs over the map's border; those positions (padding, not input) are zeroed after
+        each convolution, which is the only step that can put signal there.
+        """
         n = len(value)
         top, left = pos // act_size[1], pos % act_size[1]  # window start at the current level
         h = w = 1
         g = value.new_zeros(n, self._layer_channels(records), 1, 1)
         g[torch.arange(n), channel, 0, 0] = value
-        level_size = tuple(act_size)
         for rec in reversed(records):
             m = rec.module
             if isinstance(m, nn.MaxPool2d):
                 k, s, p = _pair(m.kernel_size), _pair(m.stride or m.kernel_size), _pair(m.padding)
-                sw = _window(rec.switches, img, top, left, h, w, fill=-1)  # (n, C, h, w) flat input indices
-                new_top, new_left = top * s[0] - p[0], left * s[1] - p[1]
                 nh, nw = (h - 1) * s[0] + k[0], (w - 1) * s[1] + k[1]
-                iy, ix = sw // rec.in_size[1], sw % rec.in_size[1]
-                local = (iy - new_top[:, None, None, None]) * nw + (ix - new_left[:, None, None, None])
-                valid = sw >= 0
-                g = g * valid
-                local = torch.where(valid, local, torch.zeros_like(local))
+                local = _unpool_targets(rec.switches, rec.in_size[1], s, p, nw, img, top, left, h, w)
                 g = g.new_zeros(n, g.shape[1], nh * nw).scatter_add_(2, local.flatten(2), g.flatten(2)).view(n, -1, nh, nw)
-                top, left, h, w = new_top, new_left, nh, nw
+                top, left, h, w = top * s[0] - p[0], left * s[1] - p[1], nh, nw
             elif isinstance(m, nn.ReLU):
-                g = self._relu(g, _window(rec.positive, img, top, left, h, w, fill=False))
+                positive = None if self.rule == "deconvnet" else _window(rec.positive, img, top, left, h, w)
+                g = self._relu(g, positive)
             elif isinstance(m, nn.Conv2d):
                 s, p = _pair(m.stride), _pair(m.padding)
                 g = self._conv_t(g, m, None)
                 top, left = top * s[0] - p[0], left * s[1] - p[1]
                 h, w = g.shape[-2:]
-            level_size = rec.in_size
-            g = g * _inside(top, left, h, w, level_size).unsqueeze(1)  # padding is not an input
+                if p != (0, 0):
+                    g = g * _inside(top, left, h, w, rec.in_size).unsqueeze(1)
         return _paste(g, top, left, image_size)
 
     def _layer_channels(self, records: list[_Record]) -> int:
@@ -238,15 +238,28 @@ def _inside(top, left, h, w, size) -> torch.Tensor:
     return ((rows >= 0) & (rows < size[0]))[:, :, None] & ((cols >= 0) & (cols < size[1]))[:, None, :]
 
 
-def _window(t: torch.Tensor, img, top, left, h, w, fill) -> torch.Tensor:
-    """Windows t[img_i, :, top_i:top_i+h, left_i:left_i+w] for each selection, ``fill`` outside the map."""
-    rows = top[:, None] + torch.arange(h)
-    cols = left[:, None] + torch.arange(w)
-    rc = rows.clamp(0, t.shape[-2] - 1)
-    cc = cols.clamp(0, t.shape[-1] - 1)
-    win = t[img[:, None, None], :, rc[:, :, None], cc[:, None, :]].permute(0, 3, 1, 2)  # (n, C, h, w)
-    inside = _inside(top, left, h, w, t.shape[-2:]).unsqueeze(1)
-    return torch.where(inside, win, torch.as_tensor(fill, dtype=t.dtype))
+def _window(t: torch.Tensor, img, top, left, h, w) -> torch.Tensor:
+    """Windows t[img_i, :, top_i:top_i+h, left_i:left_i+w] for each selection, clamped at the border.
+
+    Positions outside the map repeat the border; callers only use them where the signal is zero.
+    """
+    rows = (top[:, None] + torch.arange(h)).clamp(0, t.shape[-2] - 1)
+    cols = (left[:, None] + torch.arange(w)).clamp(0, t.shape[-1] - 1)
+    return t[img[:, None, None], :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # (n, C, h, w)
+
+
+def _unpool_targets(switches, in_width, s, p, nw, img, top, left, h, w) -> torch.Tensor:
+    """For each pooled unit of each window, the flat index its switch points to in the unpooled window.
+
+    The switch's offset inside its own 3x3 window is computed once on the full (small) map, so the
+    per-selection work is one gather and one add.
+    """
+    ho, wo = switches.shape[-2:]
+    dy = switches // in_width - (torch.arange(ho) * s[0] - p[0])[:, None]
+    dx = switches % in_width - (torch.arange(wo) * s[1] - p[1])[None, :]
+    offset = _window(dy * nw + dx, img, top, left, h, w)
+    base = (torch.arange(h) * s[0])[:, None] * nw + torch.arange(w) * s[1]
+    return offset + base
 
 
 def _paste(g: torch.Tensor, top, left, size) -> torch.Tensor:
