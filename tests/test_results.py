@@ -1,0 +1,70 @@
+"""Chapter results JSON: deterministic layout, atomic replacement, found next to the notebook."""
+
+import json
+import os
+import stat
+
+import numpy as np
+import pytest
+import torch
+
+from zfkit.results import load_results, notebook_dir, save_results
+
+
+def test_round_trip_with_numpy_and_torch_scalars(tmp_path):
+    data = {"b": np.int64(3), "a": (1, 2.5), "c": {"t": torch.tensor(0.25), "n": np.float32(0.5), "ok": np.bool_(True)}}
+    path = save_results("01_x", data, tmp_path)
+    assert path == tmp_path / "01_x.json"
+    assert load_results("01_x", tmp_path) == {"a": [1, 2.5], "b": 3, "c": {"n": 0.5, "ok": True, "t": 0.25}}
+
+
+def test_layout_is_sorted_indented_and_stable(tmp_path):
+    path = save_results("ch", {"z": 1, "a": [1, 2]}, tmp_path)
+    text = path.read_text()
+    assert text == json.dumps({"a": [1, 2], "z": 1}, indent=2, sort_keys=True) + "\n"
+    save_results("ch", {"a": [1, 2], "z": 1}, tmp_path)
+    assert path.read_text() == text
+
+
+def test_file_is_world_readable_and_no_temp_file_remains(tmp_path):
+    path = save_results("ch", {"a": 1}, tmp_path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ch.json"]
+
+
+@pytest.mark.parametrize("bad", [{"x": float("nan")}, {"x": object()}, {"x": np.zeros(3)}])
+def test_a_failed_write_keeps_the_old_file(tmp_path, bad):
+    path = save_results("ch", {"a": 1}, tmp_path)
+    with pytest.raises(ValueError):
+        save_results("ch", bad, tmp_path)
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ch.json"]
+
+
+def test_rejects_non_mappings_and_path_like_chapters(tmp_path):
+    with pytest.raises(ValueError, match="mapping"):
+        save_results("ch", [1, 2], tmp_path)
+    for chapter in ("", "../ch", "a/b"):
+        with pytest.raises(ValueError, match="chapter"):
+            save_results(chapter, {}, tmp_path)
+
+
+def test_relative_folder_is_next_to_the_notebook(tmp_path, monkeypatch):
+    (tmp_path / "book").mkdir()
+    (tmp_path / "book" / "01_ch.ipynb").write_text("{}")
+    monkeypatch.chdir(tmp_path)  # the repository root: the notebook lives in book/
+    assert notebook_dir("01_ch") == tmp_path / "book"
+    assert save_results("01_ch", {"a": 1}) == tmp_path / "book" / "results" / "01_ch.json"
+    monkeypatch.chdir(tmp_path / "book")  # Jupyter, nbval and zfkit.notebooks run in the notebook's folder
+    assert save_results("01_ch", {"a": 2}) == tmp_path / "book" / "results" / "01_ch.json"
+    assert load_results("01_ch") == {"a": 2}
+
+
+def test_unknown_notebook_falls_back_to_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert notebook_dir("nowhere") == tmp_path
+
+
+def test_missing_results_say_how_to_make_them(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run the chapter"):
+        load_results("ch", tmp_path)

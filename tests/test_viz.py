@@ -1,0 +1,114 @@
+"""Figure helpers: display normalisation, grids, boxes, the Fig. 3 diagram, receptive fields."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+from zfkit import arch, models, viz  # noqa: E402
+
+
+def _texts(fig):
+    return [t.get_text() for ax in fig.axes for t in ax.texts]
+
+
+def test_astronaut_is_an_offline_rgb_tensor_in_unit_range():
+    image = viz.astronaut(64)
+    assert image.shape == (3, 64, 64) and image.dtype == torch.float32
+    assert 0 <= image.min() < 0.1 and 0.9 < image.max() <= 1
+    assert viz.astronaut().shape == (3, 224, 224)
+
+
+def test_to_display_keeps_unit_range_images_and_reorders_tensors():
+    image = torch.rand(3, 5, 7)
+    shown = viz.to_display(image)
+    assert shown.shape == (5, 7, 3)
+    np.testing.assert_allclose(shown, image.permute(1, 2, 0).numpy(), atol=1e-7)
+
+
+def test_to_display_rescales_out_of_range_values():
+    shown = viz.to_display(torch.tensor([[[-2.0, 0.0], [1.0, 6.0]]]))
+    assert shown.shape == (2, 2)  # one channel -> a 2-D image
+    np.testing.assert_allclose(shown, [[0, 0.25], [0.375, 1]])
+    np.testing.assert_allclose(viz.to_display(np.full((3, 3), 7.0)), 0.5)  # constant: mid-grey
+    np.testing.assert_allclose(viz.to_display(np.array([[0.2, 0.4]]), normalize=True), [[0, 1]])
+
+
+def test_to_display_reads_arrays_as_height_width_channels():
+    assert viz.to_display(np.zeros((4, 6, 3))).shape == (4, 6, 3)
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 4), (4,), (1, 2, 3, 4)])
+def test_to_display_rejects_other_shapes(shape):
+    with pytest.raises(ValueError, match="channels"):
+        viz.to_display(torch.zeros(shape))
+
+
+def test_new_figure_is_not_left_open_in_pyplot():
+    before = plt.get_fignums()
+    fig, ax = viz.new_figure()
+    assert plt.get_fignums() == before and fig.axes == [ax]
+
+
+def test_image_grid_shows_each_image_and_hides_spare_axes():
+    fig = viz.image_grid([torch.rand(1, 8, 8) for _ in range(5)], titles=list("abcde"))
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(fig.axes) == 6 and len(shown) == 5
+    assert [ax.get_title() for ax in shown] == list("abcde")
+    assert not fig.axes[-1].axison
+
+
+def test_image_grid_validates_its_arguments():
+    with pytest.raises(ValueError, match="at least one"):
+        viz.image_grid([])
+    with pytest.raises(ValueError, match="titles"):
+        viz.image_grid([torch.rand(3, 4, 4)], titles=["a", "b"])
+
+
+def test_draw_box_outlines_pixel_edges():
+    fig, ax = viz.new_figure()
+    rect = viz.draw_box(ax, (10, 20, 17, 27))
+    assert rect.get_xy() == (19.5, 9.5) and (rect.get_width(), rect.get_height()) == (7, 7)
+    assert not rect.get_fill()
+
+
+def test_receptive_fields_figure_nests_one_box_per_layer():
+    fig = viz.draw_receptive_fields(models.zfnet(), viz.astronaut(224))
+    boxes = [p for p in fig.axes[0].patches if isinstance(p, Rectangle)]
+    assert [b.get_width() for b in boxes] == [7, 27, 75, 107, 139]
+    centres = {b.get_x() + b.get_width() / 2 for b in boxes}
+    assert max(centres) - min(centres) <= 8  # all centred near the image centre
+
+
+def test_receptive_fields_figure_names_the_valid_layers():
+    with pytest.raises(ValueError, match="conv5"):
+        viz.draw_receptive_fields(models.zfnet_mini(), torch.rand(1, 32, 32), layers=("fc6",))
+
+
+def test_architecture_diagram_recovers_kernels_and_strides():
+    fig = viz.draw_architecture(models.zfnet())
+    texts = "\n".join(_texts(fig))
+    for fact in ("conv 7×7, stride 2 → 110", "max pool 3×3, stride 2 → 55",
+                 "conv 5×5, stride 2 → 26", "max pool 3×3, stride 2 → 13", "256×6×6", "3×224×224"):
+        assert fact in texts
+    names = [t for t in _texts(fig) if t in {"input", "conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"}]
+    assert names == ["input", "conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
+
+
+def test_architecture_diagram_from_rows_needs_the_input_size():
+    rows = models.describe(models.alexnet_mini())
+    with pytest.raises(ValueError, match="input_size"):
+        viz.draw_architecture(rows)
+    texts = "\n".join(_texts(viz.draw_architecture(rows, input_size=(1, 32, 32))))
+    assert "conv 7×7, stride 2 → 16" in texts
+
+
+def test_grating_figure_draws_input_and_each_layer():
+    layers = [arch.first_layer(models.alexnet_mini()), arch.first_layer(models.zfnet_mini())]
+    fig = viz.draw_grating_responses(0.2, layers)
+    assert len(fig.axes[0].lines) == 3

@@ -1,0 +1,182 @@
+"""Explorers: controls drive the figure; the static figure is displayed before the controls.
+
+The widgets are changed programmatically, as a reader would with the mouse, and the rendered
+matplotlib figure is read back (the receptive-field box is the first Rectangle of the left axes).
+"""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import ipywidgets  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+from zfkit import models, viz, widgets  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def zf():
+    return models.zfnet()
+
+
+@pytest.fixture(scope="module")
+def photo():
+    return viz.astronaut(224)
+
+
+@pytest.fixture
+def explorer(zf, photo):
+    return widgets.ReceptiveFieldExplorer(zf, photo, layer="conv5")
+
+
+def _box(fig: Figure) -> Rectangle:
+    return next(p for p in fig.axes[0].patches if isinstance(p, Rectangle))
+
+
+class _Recorder:
+    """Stands in for IPython.display.display: records what is displayed and updated, in order."""
+
+    def __init__(self):
+        self.shown, self.updates = [], []
+
+    def __call__(self, obj, display_id=None):
+        self.shown.append(obj)
+        return self if display_id else None
+
+    def update(self, obj):
+        self.updates.append(obj)
+
+
+@pytest.fixture
+def recorder(monkeypatch):
+    rec = _Recorder()
+    monkeypatch.setattr("IPython.display.display", rec)
+    return rec
+
+
+def test_default_state_is_the_centre_unit_of_conv5(explorer):
+    assert explorer.layer == "conv5" and explorer.unit == (6, 6)  # 13x13 map
+    assert explorer.controls["y"].max == explorer.controls["x"].max == 12
+    # conv5's field is 139 px (Fig. 3 arithmetic), its units 16 px apart, unit 0 centred on pixel 20
+    assert explorer.box == (116 - 69, 116 - 69, 116 + 70, 116 + 70)
+
+
+def test_render_draws_the_box_and_the_patch(explorer, photo):
+    fig = explorer.render()
+    box = _box(fig)
+    assert box.get_xy() == (46.5, 46.5) and box.get_width() == box.get_height() == 139
+    patch = fig.axes[1].images[0].get_array()
+    assert patch.shape == (139, 139, 3)
+    assert torch.equal(explorer.patch, photo[:, 47:186, 47:186])
+
+
+def test_moving_the_unit_moves_the_box_by_the_jump(explorer):
+    before = _box(explorer.redraw()).get_xy()
+    explorer.controls["x"].value = 7
+    after = _box(explorer.figure).get_xy()
+    assert after == (before[0] + 16, before[1])
+    explorer.controls["y"].value = 4
+    assert _box(explorer.figure).get_xy() == (before[0] + 16, before[1] - 32)
+
+
+def test_changing_the_layer_resizes_box_and_slider_ranges(explorer):
+    explorer.controls["layer"].value = "conv1"
+    assert explorer.controls["y"].max == explorer.controls["x"].max == 109  # 110x110 map
+    assert _box(explorer.figure).get_width() == 7
+    # the unit nearest the old centre pixel 116: conv1 unit i is centred on 2 + 2 i
+    assert explorer.unit == (57, 57) and explorer.box == (113, 113, 120, 120)
+    explorer.controls["layer"].value = "pool1"
+    assert explorer.controls["x"].max == 54 and _box(explorer.figure).get_width() == 11
+    explorer.controls["layer"].value = "pool5"
+    assert explorer.controls["x"].max == 5 and _box(explorer.figure).get_width() == 171
+
+
+def test_a_field_past_the_border_is_drawn_whole_with_grey_padding(explorer):
+    explorer.controls["layer"].value = "conv5"
+    explorer.controls["x"].value = 0
+    top, left, bottom, right = explorer.box
+    assert left == 20 - 69 < 0
+    assert explorer.figure.axes[0].get_xlim()[0] <= left - 0.5
+    assert torch.all(explorer.patch[:, :, : -left] == 0.5)
+
+
+def test_layer_choices_are_the_convolutions_and_poolings(explorer):
+    assert explorer.controls["layer"].options == ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5")
+
+
+def test_one_control_change_redraws_once(explorer, monkeypatch):
+    calls = []
+    render = explorer.render
+    monkeypatch.setattr(explorer, "render", lambda: calls.append(1) or render())
+    explorer.controls["layer"].value = "conv2"  # also moves both sliders
+    assert len(calls) == 1
+    with explorer.hold():
+        explorer.controls["x"].value = 0
+        explorer.controls["y"].value = 0
+    assert len(calls) == 2
+
+
+def test_static_figure_is_displayed_before_the_controls(explorer, recorder):
+    explorer.show(live=True)
+    assert isinstance(recorder.shown[0], Figure) and recorder.shown[0] is explorer.figure
+    assert isinstance(recorder.shown[1], ipywidgets.Box)
+    assert list(recorder.shown[1].children) == list(explorer.controls.values())
+
+
+def test_controls_fall_back_to_a_hint_without_a_kernel(explorer):
+    bundle = explorer.panel._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert bundle["text/plain"].startswith("[interactive controls")
+
+
+def test_controls_update_the_displayed_figure(explorer, recorder):
+    explorer.show(live=True)
+    explorer.controls["layer"].value = "conv3"
+    assert recorder.updates == [explorer.figure] and _box(recorder.updates[0]).get_width() == 75
+
+
+def test_outside_a_kernel_only_the_figure_is_shown(explorer, recorder):
+    explorer._ipython_display_()
+    assert len(recorder.shown) == 1 and isinstance(recorder.shown[0], Figure)
+
+
+def test_a_minimal_explorer_subclass_gets_the_whole_mechanism(recorder):
+    class Title(widgets.Explorer):
+        def __init__(self):
+            super().__init__({"n": ipywidgets.IntSlider(value=1, min=0, max=5)})
+
+        def render(self):
+            fig, ax = viz.new_figure()
+            ax.set_title(f"n={self.controls['n'].value}")
+            return fig
+
+    explorer = Title()
+    explorer.show(live=False)
+    explorer.controls["n"].value = 4
+    assert [f.axes[0].get_title() for f in recorder.shown + recorder.updates] == ["n=1", "n=4"]
+
+
+def test_works_on_torchvision_alexnet():
+    torchvision = pytest.importorskip("torchvision")
+    model = torchvision.models.alexnet(weights=None)
+    explorer = widgets.ReceptiveFieldExplorer(model, torch.zeros(3, 224, 224), layer="features.0")
+    assert explorer.controls["x"].max == 54 and explorer.field.size == 11
+    explorer.controls["layer"].value = "features.12"  # the last max-pool: 6x6
+    assert explorer.controls["x"].max == 5 and _box(explorer.figure).get_width() == explorer.field.size
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"layer": "fc6"}, "convolution or pooling"),
+    ({"layer": "conv5", "unit": (13, 0)}, "outside"),
+])
+def test_bad_arguments_name_the_valid_choices(zf, photo, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        widgets.ReceptiveFieldExplorer(zf, photo, **kwargs)
+
+
+def test_a_batch_is_rejected_with_a_hint(zf, photo):
+    with pytest.raises(ValueError, match=r"images\[0\]"):
+        widgets.ReceptiveFieldExplorer(zf, photo[None])

@@ -1,0 +1,200 @@
+"""Interactive explorers that never show as an empty box.
+
+A notebook executed headless (papermill, nbval) and rendered to HTML keeps no live widgets, so an
+explorer first displays a static figure of its default state, which is what the book shows. In a
+kernel it then displays its controls, and every change redraws *that same figure output* through
+its display id: the reader gets one figure that follows the controls instead of a stale copy above
+a live one. The drawing itself is a plain method, ``render() -> Figure``, so tests drive the
+controls programmatically and inspect the figure without any kernel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import ipywidgets
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+
+from . import viz
+from .layers import layer_names
+from .models import describe
+from .rf import ReceptiveField, receptive_field
+
+__all__ = ["Controls", "Explorer", "ReceptiveFieldExplorer"]
+
+
+def _in_kernel() -> bool:
+    """True inside a Jupyter kernel (where widget controls can be shown)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    return getattr(get_ipython(), "kernel", None) is not None
+
+
+class Controls(ipywidgets.HBox):
+    """A row of controls whose text fallback says how to use them.
+
+    Viewers without a kernel (nbviewer, GitHub, a notebook reopened without running it) show a
+    widget's ``text/plain`` form, which ipywidgets makes a truncated ``HBox(children=...`` repr.
+    """
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = super()._repr_mimebundle_(**kwargs)
+        bundle["text/plain"] = "[interactive controls: run this notebook in Jupyter to use them]"
+        return bundle
+
+
+class Explorer:
+    """Base class: ``controls`` (name -> widget), ``render()`` for their values, static-first display.
+
+    Subclasses build their widgets, call ``super().__init__(controls)`` and implement ``render``;
+    they may override ``sync`` to adjust dependent controls (e.g. slider ranges) before a redraw.
+    """
+
+    def __init__(self, controls: dict[str, ipywidgets.ValueWidget]):
+        self.controls = controls
+        self.figure: Figure | None = None  # the figure for the current control values
+        self._handle = None  # display handle of the shown figure (None until shown in IPython)
+        self._holding = False
+        for control in controls.values():
+            control.observe(self._on_change, names="value")
+
+    def render(self) -> Figure:
+        """A new figure for the current control values."""
+        raise NotImplementedError
+
+    def sync(self, name: str, old, new) -> None:
+        """Adjust other controls after control ``name`` changed from ``old`` to ``new`` (default: nothing)."""
+
+    def redraw(self) -> Figure:
+        """Render the current state into ``figure`` and, once shown, into the notebook output."""
+        self.figure = self.render()
+        if self._handle is not None:
+            self._handle.update(self.figure)
+        return self.figure
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """Change several controls with a single redraw at the end."""
+        if self._holding:
+            yield
+            return
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+        self.redraw()
+
+    def _on_change(self, change) -> None:
+        if self._holding:
+            return
+        name = next(n for n, c in self.controls.items() if c is change["owner"])
+        with self.hold():
+            self.sync(name, change["old"], change["new"])
+
+    @property
+    def panel(self) -> Controls:
+        """The controls laid out in one row."""
+        return Controls(list(self.controls.values()))
+
+    def show(self, live: bool | None = None) -> None:
+        """Display the static figure, then (``live``, default: inside a kernel) the controls."""
+        from IPython.display import display
+
+        self._handle = display(self.redraw(), display_id=True)
+        if _in_kernel() if live is None else live:
+            display(self.panel)
+
+    def _ipython_display_(self) -> None:
+        self.show()
+
+
+class ReceptiveFieldExplorer(Explorer):
+    """Pick a layer and a unit; see its receptive field on the image and the patch it sees.
+
+    ``image`` is one (C, H, W) tensor of the model's input size (e.g. ``viz.astronaut(224)``).
+    Layers are the convolutions and poolings of ``model.features``; ``unit`` is (y, x) in that
+    layer's map, by default its centre. Switching layers keeps the box centred on the same place.
+    """
+
+    def __init__(self, model: nn.Module, image: torch.Tensor, layer: str = "conv5", unit: tuple[int, int] | None = None):
+        if not isinstance(image, torch.Tensor) or image.dim() != 3:
+            raise ValueError(f"image must be one (C, H, W) tensor, got {getattr(image, 'shape', type(image).__name__)}; "
+                             "index a batch with images[0]")
+        self.model, self.image = model, image
+        input_size = tuple(image.shape)
+        names = layer_names(model)[:len(model.features)]
+        choices = [n for n, m in zip(names, model.features.children()) if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d))]
+        if layer not in choices:
+            raise ValueError(f"layer {layer!r} is not a convolution or pooling of model.features; choose one of {', '.join(choices)}")
+        shapes = {r.name: r.output_shape for r in describe(model, input_size)}
+        self.map_sizes = {n: shapes[n][-1] for n in choices}
+        self.fields: dict[str, ReceptiveField] = {n: receptive_field(model, n, input_size) for n in choices}
+        size = self.map_sizes[layer]
+        y, x = unit if unit is not None else ((size - 1) // 2, (size - 1) // 2)
+        if not (0 <= y < size and 0 <= x < size):
+            raise ValueError(f"unit {unit} is outside {layer}'s {size}x{size} map; use 0 <= y, x < {size}")
+        style = {"continuous_update": False}
+        super().__init__({
+            "layer": ipywidgets.Dropdown(options=choices, value=layer, description="layer"),
+            "y": ipywidgets.IntSlider(value=y, min=0, max=size - 1, description="unit y", **style),
+            "x": ipywidgets.IntSlider(value=x, min=0, max=size - 1, description="unit x", **style),
+        })
+
+    @property
+    def layer(self) -> str:
+        return self.controls["layer"].value
+
+    @property
+    def unit(self) -> tuple[int, int]:
+        return self.controls["y"].value, self.controls["x"].value
+
+    @property
+    def field(self) -> ReceptiveField:
+        return self.fields[self.layer]
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        """(top, left, bottom, right) of the current unit's receptive field on the image."""
+        return self.field.box(*self.unit)
+
+    @property
+    def patch(self) -> torch.Tensor:
+        """The input patch the current unit sees, mid-grey where its field reaches past the image."""
+        return self.field.patch(self.image, *self.unit, fill=0.5)
+
+    def sync(self, name: str, old, new) -> None:
+        """On a layer change: new slider ranges, and the unit nearest the old unit's centre."""
+        if name != "layer":
+            return
+        before, after, size = self.fields[old], self.fields[new], self.map_sizes[new]
+        nearest = lambda i: min(max(round((before.start + i * before.jump - after.start) / after.jump), 0), size - 1)  # noqa: E731
+        for axis in ("y", "x"):
+            slider = self.controls[axis]
+            value = nearest(slider.value)
+            slider.max = max(slider.max, size - 1)  # widen first so the value is never clamped twice
+            slider.value = value
+            slider.max = size - 1
+
+    def render(self) -> Figure:
+        fig, (left, right) = viz.new_figure(1, 2, figsize=(8.5, 4.2), width_ratios=(1.6, 1))
+        viz.show_image(left, self.image)
+        top, lft, bottom, rgt = box = self.box
+        viz.draw_box(left, box)
+        centre_y, centre_x = (top + bottom - 1) / 2, (lft + rgt - 1) / 2
+        left.plot([centre_x], [centre_y], "+", color="#ffd400", markersize=8)
+        height, width = self.image.shape[-2:]
+        left.set_xlim(min(-0.5, lft - 0.5), max(width - 0.5, rgt - 0.5))
+        left.set_ylim(max(height - 0.5, bottom - 0.5), min(-0.5, top - 0.5))
+        left.set_facecolor("0.85")
+        size = self.map_sizes[self.layer]
+        y, x = self.unit
+        left.set_title(f"{self.layer} unit (y={y}, x={x}) of its {size}x{size} map", fontsize=9)
+        viz.show_image(right, self.patch, f"what it sees: {self.field.size}x{self.field.size} px "
+                                          f"(units {self.field.jump} px apart)")
+        return fig
