@@ -177,8 +177,8 @@ def build(spec: ArchSpec) -> ConvNet:
 def zfnet(num_classes: int = 1000, in_channels: int = 3) -> ConvNet:
     """ZFNet exactly as Fig. 3 of the ECCV paper, with dense connections (one GPU tower).
 
-    224x224 input -> conv1 96@7x7/2 (110) -> pool 3x3/2 (55) -> LRN -> conv2 256@5x5/2 (26) -> pool (13)
-    -> LRN -> conv3 384@3x3 -> conv4 384@3x3 -> conv5 256@3x3 (13) -> pool (6x6x256 = 9216)
+    224x224 input -> conv1 ``96@7x7/2`` (110) -> pool 3x3/2 (55) -> LRN -> conv2 ``256@5x5/2`` (26) -> pool (13)
+    -> LRN -> conv3 ``384@3x3`` -> conv4 ``384@3x3`` -> conv5 ``256@3x3`` (13) -> pool (6x6x256 = 9216)
     -> fc6 4096 -> fc7 4096 -> fc8 C, dropout 0.5 before fc6 and fc7. 62,357,608 parameters for C=1000.
     Pools round up (Caffe's convention), which is what makes 110 -> 55 and 26 -> 13.
     """
@@ -196,7 +196,7 @@ def zfnet(num_classes: int = 1000, in_channels: int = 3) -> ConvNet:
 def alexnet(num_classes: int = 1000, in_channels: int = 3) -> ConvNet:
     """Krizhevsky et al.'s network as a single dense tower (the paper's baseline, Table 2/3).
 
-    224x224 -> conv1 96@11x11/4 pad 2 (55) -> LRN -> pool (27) -> conv2 256@5x5 pad 2 (27) -> LRN -> pool (13)
+    224x224 -> conv1 ``96@11x11/4`` pad 2 (55) -> LRN -> pool (27) -> conv2 ``256@5x5`` pad 2 (27) -> LRN -> pool (13)
     -> conv3 384, conv4 384, conv5 256 @3x3 (13) -> pool (6) -> fc6 4096 -> fc7 4096 -> fc8 C.
     62,378,344 parameters for C=1000. LRN precedes pooling, as in the original.
     """
@@ -230,12 +230,12 @@ def zfnet_mini(num_classes: int = 10, in_channels: int = 1, width: float = 1.0) 
     Same layer sequence as Fig. 3: five convolutions, ReLU, overlapping 3x3/2 max-pools after
     conv1, conv2, conv5, LRN after layers 1-2, dropout 0.5 before fc6 and fc7. Sizing choices:
 
-    - conv1 32@5x5 stride 1 (Fig. 3: 96@7x7 stride 2). The paper's §4.1 fix made the first layer's
+    - conv1 ``32@5x5`` stride 1 (Fig. 3: ``96@7x7`` stride 2). The paper's §4.1 fix made the first layer's
       stride half of AlexNet's and its filters smaller; on a 32x32 image the analogous step is
       stride 1 with 5x5 filters (AlexNet-mini: stride 2, 7x7). 32 -> pool -> 16.
-    - conv2 96@5x5 stride 2 (Fig. 3: 256@5x5 stride 2): the stride-2 conv2 that ZFNet uses to
+    - conv2 ``96@5x5`` stride 2 (Fig. 3: ``256@5x5`` stride 2): the stride-2 conv2 that ZFNet uses to
       regain the resolution lost by its finer first layer. 16 -> 8 -> pool -> 4.
-    - conv3/conv4 128@3x3, conv5 96@3x3 (Fig. 3: 384, 384, 256): a third of ZFNet's widths for
+    - conv3/conv4 ``128@3x3``, conv5 ``96@3x3`` (Fig. 3: 384, 384, 256): a third of ZFNet's widths for
       conv1 and conv3-5, the 4x4 maps playing the role of Fig. 3's 13x13.
     - pool5 -> 2x2x96 = 384 inputs to fc6; fc6/fc7 512 wide (Fig. 3: 9216 -> 4096 -> 4096).
 
@@ -251,7 +251,7 @@ def zfnet_mini(num_classes: int = 10, in_channels: int = 1, width: float = 1.0) 
 def alexnet_mini(num_classes: int = 10, in_channels: int = 1, width: float = 1.0) -> ConvNet:
     """ZFNet-mini with an AlexNet-style first layer, for the §4.1 comparison.
 
-    conv1 32@7x7 stride 2 (twice ZFNet-mini's stride, larger filters: the 11x11/4 vs 7x7/2
+    conv1 ``32@7x7`` stride 2 (twice ZFNet-mini's stride, larger filters: the 11x11/4 vs 7x7/2
     contrast of the paper) -> 16 -> pool -> 8; conv2 then keeps stride 1 (AlexNet's conv2), so from
     pool2 on both minis have the same 4x4 maps and identical layers.
     """

@@ -1,0 +1,100 @@
+"""The committed chapters keep the book's conventions (DESIGN §7, issue 3).
+
+Checks run on the notebooks as committed, without a kernel: the toc and ``book/`` agree, each chapter
+has a scalar ``parameters`` cell, carries the outputs of one clean ``make book`` run, closes with
+its "What reproduced" verdict, and has its key numbers in ``book/results/<chapter>.json``.
+"""
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from zfkit.notebooks import chapters
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "book").glob("*.ipynb"))
+ENV_READS = {"os.environ.get", "os.getenv"}
+
+
+def _ids(paths: list[Path]) -> list[str]:
+    return [p.stem for p in paths]
+
+
+def _tags(cell) -> list[str]:
+    return cell.metadata.get("tags", [])
+
+
+def test_toc_lists_exactly_the_notebooks_in_book():
+    in_toc = {p.resolve() for p in chapters(ROOT / "_toc.yml")}
+    on_disk = {p.resolve() for p in NOTEBOOKS}
+    assert on_disk - in_toc == set(), f"notebooks missing from _toc.yml: {sorted(p.name for p in on_disk - in_toc)}"
+    assert in_toc <= on_disk
+
+
+@pytest.fixture(params=NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def notebook(request):
+    return request.param, nbformat.read(request.param, as_version=4)
+
+
+def _is_scalar_assignment(stmt: ast.stmt) -> bool:
+    """``name = <literal>`` or ``name = os.environ.get("VAR", <literal>)``: what papermill can override."""
+    if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+        return True
+    if not isinstance(stmt, (ast.Assign, ast.AnnAssign)) or stmt.value is None:
+        return False
+    targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+    if len(targets) != 1 or not isinstance(targets[0], ast.Name):
+        return False
+    value = stmt.value
+    if isinstance(value, ast.Call) and ast.unparse(value.func) in ENV_READS:
+        return not value.keywords and all(isinstance(a, ast.Constant) for a in value.args)
+    try:
+        result = ast.literal_eval(value)
+    except (ValueError, TypeError, SyntaxError):
+        return False
+    return isinstance(result, (int, float, str, bool, type(None)))
+
+
+def test_parameters_cell_comes_first_and_holds_scalars(notebook):
+    path, nb = notebook
+    code = [c for c in nb.cells if c.cell_type == "code" and "remove-cell" not in _tags(c)]
+    assert code and "parameters" in _tags(code[0]), f"{path.name}: the first code cell must be tagged 'parameters'"
+    assert sum("parameters" in _tags(c) for c in nb.cells) == 1, f"{path.name}: more than one 'parameters' cell"
+    source = code[0].source
+    bad = [ast.unparse(s) for s in ast.parse(source).body if not _is_scalar_assignment(s)]
+    assert not bad, f"{path.name}: the parameters cell may only assign scalars, found: {bad}"
+    assert re.search(r"^profile\s*=.*ZFKIT_PROFILE", source, re.M), \
+        f"{path.name}: the parameters cell must set profile = os.environ.get('ZFKIT_PROFILE', 'book')"
+
+
+def test_outputs_come_from_one_clean_book_run(notebook):
+    path, nb = notebook
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    counts = [c.execution_count for c in code]
+    assert None not in counts, f"{path.name}: unexecuted code cells; run `python -m zfkit.notebooks run --only {path.stem}`"
+    assert counts == sorted(set(counts)), f"{path.name}: cells were not executed top to bottom in one run: {counts}"
+    assert sum(bool(c.outputs) for c in code) * 2 >= len(code), f"{path.name}: most code cells have no output"
+    errors = [o.ename for c in code for o in c.outputs if o.output_type == "error"]
+    assert not errors, f"{path.name}: committed with error outputs {errors}"
+    assert nb.metadata.get("papermill", {}).get("parameters", {}).get("profile") == "book", \
+        f"{path.name}: committed outputs must come from `make book` (the book profile)"
+
+
+def test_ends_with_the_verdict(notebook):
+    path, nb = notebook
+    last = nb.cells[-1]
+    assert last.cell_type == "markdown" and "What reproduced" in last.source, \
+        f"{path.name}: must end with a markdown cell 'What reproduced / what did not'"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_chapter_results_are_committed_as_json(path):
+    assert re.fullmatch(r"\d\d_[a-z0-9_]+", path.stem), f"{path.name}: chapters are named book/NN_name.ipynb"
+    results = ROOT / "book" / "results" / f"{path.stem}.json"
+    assert results.is_file(), f"{results.relative_to(ROOT)} is missing: the chapter must save its key numbers"
+    data = json.loads(results.read_text())
+    assert isinstance(data, dict) and data, f"{results.relative_to(ROOT)} must hold a non-empty JSON object"

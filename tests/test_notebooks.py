@@ -1,0 +1,101 @@
+"""The book runner: chapter order from _toc.yml, in-place execution, failures that name the notebook."""
+
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from zfkit.notebooks import chapters, main
+
+
+def _toc(tmp_path: Path, text: str) -> Path:
+    toc = tmp_path / "_toc.yml"
+    toc.write_text(text)
+    return toc
+
+
+def _notebook(path: Path, *sources: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cells = [nbformat.v4.new_code_cell(src) for src in sources]
+    cells[0].metadata["tags"] = ["parameters"]
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), path)
+    return path
+
+
+TOC = """
+format: jb-book
+root: book/intro
+parts:
+  - caption: One
+    chapters:
+      - file: book/02_second
+        sections:
+          - file: book/02a_section.ipynb
+  - caption: Two
+    chapters:
+      - file: book/01_first
+      - file: book/api
+"""
+
+
+def test_chapters_follow_toc_order_and_skip_markdown(tmp_path):
+    for name in ("intro.md", "api.md"):
+        (tmp_path / "book").mkdir(exist_ok=True)
+        (tmp_path / "book" / name).write_text("# page\n")
+    for name in ("01_first", "02_second", "02a_section"):
+        _notebook(tmp_path / "book" / f"{name}.ipynb", "x = 1")
+    got = chapters(_toc(tmp_path, TOC))
+    assert [p.stem for p in got] == ["02_second", "02a_section", "01_first"]
+    assert all(p.is_file() for p in got)
+
+
+def test_chapters_names_a_toc_entry_without_a_file(tmp_path):
+    (tmp_path / "book").mkdir()
+    (tmp_path / "book" / "intro.md").write_text("# intro\n")
+    toc = _toc(tmp_path, "format: jb-book\nroot: book/intro\nchapters:\n  - file: book/09_missing\n")
+    with pytest.raises(FileNotFoundError, match="09_missing"):
+        chapters(toc)
+
+
+def test_chapters_without_a_toc_says_where_to_run(tmp_path):
+    with pytest.raises(FileNotFoundError, match="repository root"):
+        chapters(tmp_path / "_toc.yml")
+
+
+def _book(tmp_path: Path, *sources: str) -> Path:
+    (tmp_path / "book").mkdir()
+    (tmp_path / "book" / "intro.md").write_text("# intro\n")
+    _notebook(tmp_path / "book" / "01_ch.ipynb", 'profile = "book"', *sources)
+    return _toc(tmp_path, "format: jb-book\nroot: book/intro\nchapters:\n  - file: book/01_ch\n")
+
+
+@pytest.mark.slow
+def test_run_executes_in_place_with_the_profile_and_no_injected_cell(tmp_path):
+    toc = _book(tmp_path, "import os, sys\nprint(profile, os.path.basename(os.getcwd()), sys.prefix)")
+    assert main(["run", "--profile", "ci", "--toc", str(toc)]) == 0
+    nb = nbformat.read(tmp_path / "book" / "01_ch.ipynb", as_version=4)
+    assert len(nb.cells) == 2, "papermill's injected-parameters cell must be removed"
+    assert nb.metadata.papermill.parameters == {"profile": "ci"}
+    text = nb.cells[1].outputs[0].text
+    assert text.startswith("ci book "), "runs with the profile, in the notebook's folder"
+    assert text.split()[-1] == sys.prefix, "the kernel must run this interpreter (the venv's)"
+
+
+@pytest.mark.slow
+def test_a_failing_cell_fails_the_run_and_keeps_the_notebook(tmp_path, capsys):
+    toc = _book(tmp_path, "raise RuntimeError('boom')")
+    before = (tmp_path / "book" / "01_ch.ipynb").read_text()
+    assert main(["run", "--toc", str(toc)]) == 1
+    err = capsys.readouterr().err
+    assert "01_ch.ipynb" in err and "RuntimeError: boom" in err
+    assert (tmp_path / "book" / "01_ch.ipynb").read_text() == before
+    assert (tmp_path / "_build" / "executed" / "01_ch.ipynb").is_file()
+
+
+def test_unknown_chapter_and_profile_are_rejected_before_running(tmp_path, capsys):
+    toc = _book(tmp_path, "x = 1")
+    assert main(["run", "--only", "99_nope", "--toc", str(toc)]) == 2
+    assert "01_ch" in capsys.readouterr().err
+    assert main(["run", "--profile", "huge", "--toc", str(toc)]) == 2
+    assert "unknown profile" in capsys.readouterr().err

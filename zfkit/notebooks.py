@@ -1,0 +1,154 @@
+"""Execute the book's chapters: ``python -m zfkit.notebooks run --profile book``.
+
+The chapter list comes from ``_toc.yml``, so the runner and the rendered book never disagree on
+which notebooks exist or in which order they run (later chapters may reuse models that earlier ones
+trained). Each notebook runs with papermill in its own folder, as JupyterLab and nbval run it. A
+notebook is replaced only when every cell succeeded: a failing run leaves the committed notebook
+untouched and keeps the executed copy, traceback included, under ``_build/executed/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import yaml
+
+__all__ = ["pages", "chapters", "run_notebook", "main"]
+
+SOURCE_SUFFIXES = (".ipynb", ".md", ".rst")
+
+
+def _toc_files(entry: dict) -> Iterator[str]:
+    """The ``root``/``file`` values of a jb-book toc entry and its parts, chapters and sections, in order."""
+    for key in ("root", "file"):
+        if key in entry:
+            yield str(entry[key])
+    for key in ("parts", "chapters", "sections"):
+        for child in entry.get(key, []):
+            yield from _toc_files(child)
+
+
+def _source(toc_path: Path, name: str) -> Path:
+    """The source file a toc entry names (entries may omit the suffix)."""
+    root = toc_path.parent
+    if Path(name).suffix in SOURCE_SUFFIXES and (root / name).is_file():
+        return root / name
+    for suffix in SOURCE_SUFFIXES:
+        if (root / f"{name}{suffix}").is_file():
+            return root / f"{name}{suffix}"
+    raise FileNotFoundError(f"{toc_path} lists {name!r}, but no {name}.ipynb/.md/.rst exists under {root}")
+
+
+def pages(toc_path: str | Path = "_toc.yml") -> list[Path]:
+    """Every page's source file listed in the Jupyter Book toc, in reading order, as paths next to the toc.
+
+    Raises FileNotFoundError for a toc entry that has no source file, so a missing chapter fails
+    here rather than as a Sphinx warning later.
+    """
+    toc_path = Path(toc_path)
+    if not toc_path.is_file():
+        raise FileNotFoundError(f"no table of contents at {toc_path}; run from the repository root or pass --toc")
+    toc = yaml.safe_load(toc_path.read_text(encoding="utf8"))
+    return [_source(toc_path, name) for name in _toc_files(toc)]
+
+
+def chapters(toc_path: str | Path = "_toc.yml") -> list[Path]:
+    """The notebooks among :func:`pages`: the chapters that ``make book`` executes, in order."""
+    return [path for path in pages(toc_path) if path.suffix == ".ipynb"]
+
+
+def _tidy(path: Path) -> None:
+    """Drop papermill's ``injected-parameters`` cell and its per-cell timing metadata.
+
+    Left in place, the injected cell would pin the profile for every later run: nbval
+    (``ZFKIT_PROFILE=ci``) and a reader in JupyterLab would silently re-run the ``book`` profile.
+    Papermill's timestamps would make every re-run a diff of every cell. The parameters stay
+    recorded in ``metadata.papermill.parameters``.
+    """
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+    for cell in nb.cells:
+        for key in ("papermill", "execution"):
+            cell.metadata.pop(key, None)
+    nb.metadata["papermill"] = {"parameters": nb.metadata["papermill"]["parameters"]}
+    nbformat.write(nb, path)
+
+
+def run_notebook(path: Path, profile: str, scratch: Path) -> None:
+    """Execute ``path`` with ``profile`` and replace it by its executed copy when no cell failed.
+
+    The kernel is Jupyter's ``python3``, which jupyter_client starts with the interpreter running
+    this function (``sys.executable``), so the notebook sees the same installed zfkit.
+    """
+    import papermill
+
+    scratch.mkdir(parents=True, exist_ok=True)
+    executed = scratch / path.name
+    papermill.execute_notebook(
+        str(path), str(executed), parameters={"profile": profile}, kernel_name="python3", language="python",
+        cwd=str(path.parent), progress_bar=False,
+    )
+    _tidy(executed)
+    executed.replace(path)
+
+
+def _select(notebooks: list[Path], only: str | None) -> list[Path]:
+    if only is None:
+        return notebooks
+    chosen = [nb for nb in notebooks if only in (nb.stem, nb.name, str(nb))]
+    if not chosen:
+        raise ValueError(f"no chapter {only!r}; chapters are: {', '.join(nb.stem for nb in notebooks)}")
+    return chosen
+
+
+def _run(args: argparse.Namespace) -> int:
+    from papermill.exceptions import PapermillExecutionError
+
+    from . import profiles
+
+    profiles.get(args.profile)  # an unknown profile fails before any kernel starts
+    toc = Path(args.toc)
+    scratch = toc.parent / "_build" / "executed"
+    for nb in _select(chapters(toc), args.only):
+        print(f"running {nb} (profile {args.profile})", flush=True)
+        start = time.perf_counter()
+        try:
+            run_notebook(nb, args.profile, scratch)
+        except PapermillExecutionError as e:
+            why = f"cell {e.exec_count} raised {e.ename}: {e.evalue}"
+        except Exception as e:  # noqa: BLE001 - a dead kernel (out of memory) or a timeout must name the chapter too
+            why = f"{type(e).__name__}: {e}"
+        else:
+            print(f"{nb}: done in {time.perf_counter() - start:.1f} s", flush=True)
+            continue
+        print(f"zfkit: {nb} failed after {time.perf_counter() - start:.1f} s: {why}\n"
+              f"  {nb} is unchanged; the executed copy (traceback included) is {scratch / nb.name}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m zfkit.notebooks", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="execute the chapters in place, in _toc.yml order")
+    p.add_argument("--profile", default="book", help="ci, book or paper (default: book)")
+    p.add_argument("--only", default=None, metavar="NAME", help="run one chapter, e.g. 01_architecture")
+    p.add_argument("--toc", default="_toc.yml", help="the Jupyter Book table of contents (default: _toc.yml)")
+    p.set_defaults(run=_run)
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"zfkit: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
