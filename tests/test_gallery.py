@@ -1,0 +1,32 @@
+"""Fig. 2 panels: the projection crop keeps all of the projection; patches are the unit's view."""
+
+import torch
+
+from zfkit import models
+from zfkit.data import TensorImages
+from zfkit.deconv import Deconvnet
+from zfkit.gallery import top_projections
+from zfkit.rf import receptive_field
+from zfkit.topk import layer_activations
+
+
+def test_panels_hold_the_top_images_their_projections_and_patches():
+    torch.manual_seed(0)
+    model = models.zfnet_mini(width=0.5).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.05)
+    ds = TensorImages(torch.randn(40, 1, 32, 32), torch.arange(40) % 10, tuple("0123456789"))
+    panels = top_projections(model, ds, "conv2", channels=[1, 4], k=5, progress=False)
+    field = receptive_field(model, "conv2")
+    acts = layer_activations(model, ds.images, "conv2")
+    for panel in panels:
+        assert panel.projections.shape == panel.patches.shape == (5, 1, field.size, field.size)
+        per_image = acts[:, panel.channel].flatten(1).amax(1)
+        assert torch.allclose(panel.values, per_image.sort(descending=True).values[:5])
+        full = Deconvnet(model).project(ds.images[panel.indices], "conv2", channels=[panel.channel])[:, 0]
+        # the crop loses nothing: the projection is zero outside the receptive field
+        assert torch.allclose(panel.projections.abs().sum((1, 2, 3)), full.abs().sum((1, 2, 3)), rtol=1e-5)
+        assert torch.equal(panel.labels, ds.targets[panel.indices])
+        y, x = divmod(int(acts[panel.indices[0], panel.channel].argmax()), acts.shape[-1])
+        assert torch.equal(panel.patches[0], field.patch(ds.images[panel.indices[0]], y, x))
