@@ -180,3 +180,23 @@ def test_bad_arguments_name_the_valid_choices(zf, photo, kwargs, message):
 def test_a_batch_is_rejected_with_a_hint(zf, photo):
     with pytest.raises(ValueError, match=r"images\[0\]"):
         widgets.ReceptiveFieldExplorer(zf, photo[None])
+
+
+def test_layer_explorer_follows_its_controls():
+    from zfkit.data import TensorImages
+    from zfkit.widgets import LayerExplorer
+
+    torch.manual_seed(0)
+    model = models.zfnet_mini(width=0.5).eval()
+    ds = TensorImages(torch.randn(30, 1, 32, 32), torch.arange(30) % 10, tuple("abcdefghij"))
+    explorer = LayerExplorer(model, ds, layers=("conv1", "conv3"), k=4)
+    explorer.redraw()
+    first = explorer.figure
+    assert explorer.controls["channel"].max == 15  # conv1 of the half-width mini has 16 maps
+    explorer.controls["layer"].value = "conv3"
+    assert explorer.controls["channel"].max == 63 and explorer.figure is not first
+    assert "conv3 map 0" in explorer.figure.subfigs[0]._suptitle.get_text()
+    explorer.controls["channel"].value = 5
+    assert "conv3 map 5" in explorer.figure.subfigs[0]._suptitle.get_text()
+    with pytest.raises(ValueError, match="out of range"):
+        LayerExplorer(model, ds, layers=("conv1",), channel=99)

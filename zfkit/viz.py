@@ -34,6 +34,7 @@ __all__ = [
     "draw_receptive_fields",
     "draw_architecture",
     "draw_grating_responses",
+    "draw_panels",
 ]
 
 LAYER_COLOURS = ("#ffd400", "#ff7f0e", "#e6194b", "#3cb44b", "#4363d8", "#911eb4", "#42d4f4", "#f032e6")
@@ -253,4 +254,33 @@ def draw_grating_responses(frequency: float, layers: Sequence[FirstLayer], width
     ax.set_xlabel("input column (px)")
     ax.set_ylabel("response (normalised)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    return fig
+
+
+def draw_panels(panels: Sequence, ncols: int = 3, size: float = 0.75, labels: Sequence[str] | None = None) -> Figure:
+    """Fig. 2's layout: per feature map, its top-k projections (left) beside their image patches (right).
+
+    ``panels`` are :class:`zfkit.gallery.Panel` objects; each map becomes one row of the figure. Each
+    projection is normalised on its own (its sign and scale are arbitrary), patches are shown as
+    mean-subtracted inputs rescaled to their own range.
+    """
+    if len(panels) == 0:
+        raise ValueError("draw_panels needs at least one panel")
+    k = len(panels[0].values)
+    nrows = math.ceil(k / ncols)
+    fig = plt.figure(figsize=(size * (2 * ncols + 0.6), size * nrows * len(panels) + 0.3 * len(panels)), layout="constrained")
+    plt.close(fig)
+    rows = fig.subfigures(len(panels), 1, squeeze=False)[:, 0]
+    for sub, panel in zip(rows, panels):
+        left, right = sub.subfigures(1, 2, wspace=0.02)
+        for half, images in ((left, panel.projections), (right, panel.patches)):
+            axes = half.subplots(nrows, ncols, squeeze=False)
+            for i, ax in enumerate(axes.flat):
+                if i < len(images):
+                    show_image(ax, images[i], normalize=True)
+                    if half is right and labels is not None:
+                        ax.set_title(labels[int(panel.labels[i])], fontsize=5, pad=1)
+                else:
+                    ax.axis("off")
+        sub.suptitle(f"{panel.layer} map {panel.channel}", fontsize=8)
     return fig

@@ -23,7 +23,7 @@ from .layers import layer_names
 from .models import describe
 from .rf import ReceptiveField, receptive_field
 
-__all__ = ["Controls", "Explorer", "ReceptiveFieldExplorer"]
+__all__ = ["Controls", "Explorer", "ReceptiveFieldExplorer", "LayerExplorer"]
 
 
 def _in_kernel() -> bool:
@@ -198,3 +198,49 @@ class ReceptiveFieldExplorer(Explorer):
         viz.show_image(right, self.patch, f"what it sees: {self.field.size}x{self.field.size} px "
                                           f"(units {self.field.jump} px apart)")
         return fig
+
+
+class LayerExplorer(Explorer):
+    """Pick a layer and a feature map; see its top-k projections beside their image patches (Fig. 2).
+
+    The top-k scan of a layer runs once, the first time the layer is picked, and is kept; each map
+    then costs only k deconvnet projections.
+    """
+
+    def __init__(self, model: nn.Module, dataset, layers=("conv1", "conv2", "conv3", "conv4", "conv5"),
+                 layer: str = "conv1", channel: int = 0, k: int = 9):
+        from .topk import layer_activations
+
+        if layer not in layers:
+            raise ValueError(f"layer {layer!r} is not among the explorer's layers {', '.join(layers)}")
+        self.model, self.dataset, self.k = model, dataset, k
+        self.classes = getattr(dataset, "classes", None)
+        probe = dataset.images[:1]
+        self.widths = {name: layer_activations(model, probe, name).shape[1] for name in layers}
+        if not 0 <= channel < self.widths[layer]:
+            raise ValueError(f"channel {channel} is out of range for {layer} (0 … {self.widths[layer] - 1})")
+        self._scans: dict = {}
+        super().__init__({
+            "layer": ipywidgets.Dropdown(options=list(layers), value=layer, description="layer"),
+            "channel": ipywidgets.IntSlider(value=channel, min=0, max=self.widths[layer] - 1, description="map",
+                                            continuous_update=False),
+        })
+
+    def sync(self, name: str, old, new) -> None:
+        if name == "layer":
+            slider = self.controls["channel"]
+            slider.value = min(slider.value, self.widths[new] - 1)
+            slider.max = self.widths[new] - 1
+
+    def panel_for(self, layer: str, channel: int):
+        """The :class:`zfkit.gallery.Panel` of one map (scanning the layer on first use)."""
+        from .gallery import top_projections
+        from .topk import topk
+
+        if layer not in self._scans:
+            self._scans[layer] = topk(self.model, self.dataset, layer, k=self.k, progress=False)
+        return top_projections(self.model, self.dataset, layer, channel, k=self.k, scan=self._scans[layer])[0]
+
+    def render(self) -> Figure:
+        panel = self.panel_for(self.controls["layer"].value, self.controls["channel"].value)
+        return viz.draw_panels([panel], labels=self.classes, size=1.0)
