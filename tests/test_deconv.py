@@ -6,10 +6,10 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from oracles import autograd_projection
 from zfkit import models
 from zfkit.deconv import Deconvnet
 from zfkit.layers import resolve
+from zfkit.oracle import autograd_projection
 from zfkit.rf import receptive_field
 
 

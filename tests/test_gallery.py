@@ -1,11 +1,12 @@
 """Fig. 2 panels: the projection crop keeps all of the projection; patches are the unit's view."""
 
+import pytest
 import torch
 
 from zfkit import models
 from zfkit.data import TensorImages
 from zfkit.deconv import Deconvnet
-from zfkit.gallery import top_projections
+from zfkit.gallery import Panel, coherence, label_diversity, top_projections
 from zfkit.rf import receptive_field
 from zfkit.topk import layer_activations
 
@@ -30,3 +31,22 @@ def test_panels_hold_the_top_images_their_projections_and_patches():
         assert torch.equal(panel.labels, ds.targets[panel.indices])
         y, x = divmod(int(acts[panel.indices[0], panel.channel].argmax()), acts.shape[-1])
         assert torch.equal(panel.patches[0], field.patch(ds.images[panel.indices[0]], y, x))
+
+
+def _panel(patches, labels, channel=0):
+    k = len(patches)
+    return Panel("conv1", channel, torch.ones(k), torch.arange(k), patches, patches, torch.tensor(labels))
+
+
+def test_coherence_closed_form():
+    a = torch.tensor([[1.0, 0.0]]).repeat(3, 1).view(3, 1, 1, 2)  # three identical patches
+    b = torch.tensor([[0.0, 1.0]]).repeat(3, 1).view(3, 1, 1, 2)  # orthogonal to a
+    scores = coherence([_panel(a, [0, 0, 0]), _panel(b, [0, 0, 0], 1)])
+    assert scores == {"within": pytest.approx(1.0), "across": pytest.approx(0.0)}
+    with pytest.raises(ValueError, match="two maps"):
+        coherence([_panel(a, [0, 0, 0])])
+
+
+def test_label_diversity_counts_distinct_labels():
+    p = torch.zeros(4, 1, 2, 2)
+    assert label_diversity([_panel(p, [1, 1, 2, 3]), _panel(p, [5, 5, 5, 5])]) == 2.0

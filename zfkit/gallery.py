@@ -17,7 +17,7 @@ from .deconv import Deconvnet
 from .rf import receptive_field
 from .topk import TopK, topk
 
-__all__ = ["Panel", "top_projections"]
+__all__ = ["Panel", "top_projections", "coherence", "label_diversity"]
 
 
 @dataclass
@@ -56,3 +56,41 @@ def top_projections(model: nn.Module, dataset: Dataset, layer: str, channels, k:
     finally:
         model.train(was_training)
     return panels
+
+
+def _mean_pairwise_cosine(a: torch.Tensor, b: torch.Tensor | None = None) -> float:
+    """Mean cosine similarity between rows of ``a`` and ``b`` (of ``a`` with itself, off-diagonal, if None)."""
+    a = torch.nn.functional.normalize(a.flatten(1).double(), dim=1)
+    if b is None:
+        sims = a @ a.T
+        n = len(a)
+        return float((sims.sum() - sims.diagonal().sum()) / (n * (n - 1)))
+    b = torch.nn.functional.normalize(b.flatten(1).double(), dim=1)
+    return float((a @ b.T).mean())
+
+
+def coherence(panels: list[Panel], of: str = "patches") -> dict[str, float]:
+    """Fig. 2's "grouping": how alike a map's top-k are, within the map versus across maps.
+
+    Mean cosine similarity of the input patches (or ``of="projections"``) over pairs from the same
+    map, and over pairs from two different maps of the same layer. The paper's claim is that each
+    map's top-k share a structure, so ``within`` should exceed ``across``.
+    """
+    if len(panels) < 2:
+        raise ValueError("coherence needs panels of at least two maps (to compare across maps)")
+    stacks = [getattr(p, of) for p in panels]
+    within = sum(_mean_pairwise_cosine(s) for s in stacks) / len(stacks)
+    pairs = [(i, j) for i in range(len(stacks)) for j in range(i + 1, len(stacks))]
+    across = sum(_mean_pairwise_cosine(stacks[i], stacks[j]) for i, j in pairs) / len(pairs)
+    return {"within": within, "across": across}
+
+
+def label_diversity(panels: list[Panel]) -> float:
+    """Mean number of distinct class labels among each map's top-k images.
+
+    Upper layers should respond to class-specific content (fewer labels per map), lower layers to
+    edges and textures shared by many classes: the paper's "greater invariance" with depth.
+    """
+    if not panels:
+        raise ValueError("label_diversity needs at least one panel")
+    return sum(len(set(p.labels.tolist())) for p in panels) / len(panels)

@@ -1,8 +1,9 @@
-"""Independent references for the deconvnet: autograd with the ReLU backward rule swapped.
+"""An independent reference for :class:`zfkit.deconv.Deconvnet`: autograd with the ReLU rule swapped.
 
 DESIGN §4: backward from the selected unit with every ReLU's backward replaced by the rule
 (deconvnet: relu(grad); guided: relu(grad) * mask; gradient: grad * mask) and LRN's by identity.
-Max-pool and convolution use PyTorch's own autograd, which zfkit's code does not call.
+Max-pool and convolution use PyTorch's own autograd, which the deconvnet engine does not call, so
+agreement between the two is evidence, not tautology. It projects one unit per call: slow, exact.
 """
 
 import torch
@@ -35,7 +36,8 @@ class _IdentityBackward(torch.autograd.Function):
         return g, None
 
 
-def autograd_projection(model, image, index, channel, mode="max", rule="deconvnet"):
+def autograd_projection(model: nn.Module, image: torch.Tensor, index: int, channel: int, mode: str = "max",
+                        rule: str = "deconvnet") -> torch.Tensor:
     """Projection of ``channel`` of ``model.features[index]``'s output for one (C, H, W) image."""
     relu = _relu_with(rule)
     x = image[None].clone().requires_grad_(True)
