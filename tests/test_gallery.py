@@ -6,7 +6,7 @@ import torch
 from zfkit import models
 from zfkit.data import TensorImages
 from zfkit.deconv import Deconvnet
-from zfkit.gallery import Panel, coherence, label_diversity, top_projections
+from zfkit.gallery import Panel, coherence, evolution, label_diversity, top_projections
 from zfkit.rf import receptive_field
 from zfkit.topk import layer_activations
 
@@ -50,3 +50,22 @@ def test_coherence_closed_form():
 def test_label_diversity_counts_distinct_labels():
     p = torch.zeros(4, 1, 2, 2)
     assert label_diversity([_panel(p, [1, 1, 2, 3]), _panel(p, [5, 5, 5, 5])]) == 2.0
+
+
+def test_evolution_tracks_snapshots_and_settles():
+    torch.manual_seed(0)
+    ds = TensorImages(torch.randn(20, 1, 32, 32), torch.arange(20) % 10, tuple("0123456789"))
+    base = models.zfnet_mini(width=0.5).eval()
+    with torch.no_grad():
+        for p in base.parameters():
+            p.normal_(0, 0.05)
+    other = models.build(base.spec).eval()
+    with torch.no_grad():
+        for p in other.parameters():
+            p.normal_(0, 0.05)
+    evo = evolution({1: other, 2: base, 5: base}, ds, "conv2", [0, 3])
+    assert evo.projections.shape[:2] == (3, 2) and evo.epochs == [1, 2, 5]
+    assert torch.allclose(evo.similarity_to_final()[1:], torch.ones(2, 2, dtype=torch.float64))
+    settled = evo.settled_epoch()  # epochs 2 and 5 are the same model, so each map settles by epoch 2
+    assert all(s in (1, 2) for s in settled)
+    assert settled == [1 if evo.indices[0, m] == evo.indices[-1, m] else 2 for m in range(2)]

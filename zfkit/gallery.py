@@ -17,7 +17,7 @@ from .deconv import Deconvnet
 from .rf import receptive_field
 from .topk import TopK, topk
 
-__all__ = ["Panel", "top_projections", "coherence", "label_diversity"]
+__all__ = ["Panel", "top_projections", "coherence", "label_diversity", "Evolution", "evolution"]
 
 
 @dataclass
@@ -94,3 +94,49 @@ def label_diversity(panels: list[Panel]) -> float:
     if not panels:
         raise ValueError("label_diversity needs at least one panel")
     return sum(len(set(p.labels.tolist())) for p in panels) / len(panels)
+
+
+@dataclass
+class Evolution:
+    """Fig. 4: for each training snapshot and map, the strongest activation over a dataset, projected.
+
+    ``indices`` (E, M) is the winning image per epoch and map; ``projections`` (E, M, C, s, s).
+    """
+
+    layer: str
+    epochs: list[int]
+    channels: list[int]
+    values: torch.Tensor
+    indices: torch.Tensor
+    projections: torch.Tensor
+
+    def settled_epoch(self) -> list[int]:
+        """Per map, the first snapshot from which the winning image no longer changes."""
+        settled = []
+        for m in range(len(self.channels)):
+            column = self.indices[:, m]
+            e = len(self.epochs) - 1
+            while e > 0 and column[e - 1] == column[-1]:
+                e -= 1
+            settled.append(self.epochs[e])
+        return settled
+
+    def similarity_to_final(self) -> torch.Tensor:
+        """(E, M) cosine similarity of each snapshot's projection to the final snapshot's."""
+        flat = self.projections.flatten(2).double()
+        return torch.nn.functional.cosine_similarity(flat, flat[-1:].expand_as(flat), dim=2)
+
+
+def evolution(snapshots: dict[int, nn.Module], dataset: Dataset, layer: str, channels) -> Evolution:
+    """Track maps of ``layer`` across training ``snapshots`` (epoch -> model), as in Fig. 4."""
+    if not snapshots:
+        raise ValueError("evolution needs at least one snapshot (epoch -> model)")
+    channels = [channels] if isinstance(channels, int) else list(channels)
+    epochs = sorted(snapshots)
+    values, indices, projections = [], [], []
+    for epoch in epochs:
+        panels = top_projections(snapshots[epoch], dataset, layer, channels, k=1, progress=False)
+        values.append(torch.stack([p.values[0] for p in panels]))
+        indices.append(torch.stack([p.indices[0] for p in panels]))
+        projections.append(torch.stack([p.projections[0] for p in panels]))
+    return Evolution(layer, epochs, channels, torch.stack(values), torch.stack(indices), torch.stack(projections))

@@ -35,6 +35,7 @@ __all__ = [
     "draw_architecture",
     "draw_grating_responses",
     "draw_panels",
+    "draw_evolution",
 ]
 
 LAYER_COLOURS = ("#ffd400", "#ff7f0e", "#e6194b", "#3cb44b", "#4363d8", "#911eb4", "#42d4f4", "#f032e6")
@@ -283,4 +284,20 @@ def draw_panels(panels: Sequence, ncols: int = 3, size: float = 0.75, labels: Se
                 else:
                     ax.axis("off")
         sub.suptitle(f"{panel.layer} map {panel.channel}", fontsize=8)
+    return fig
+
+
+def draw_evolution(evolutions: Sequence, size: float = 0.7) -> Figure:
+    """Fig. 4's grid: one row per feature map (grouped by layer), one column per training snapshot."""
+    if len(evolutions) == 0:
+        raise ValueError("draw_evolution needs at least one zfkit.gallery.Evolution")
+    rows = [(evo, m) for evo in evolutions for m in range(len(evo.channels))]
+    epochs = evolutions[0].epochs
+    fig, axes = new_figure(len(rows), len(epochs), figsize=(size * len(epochs) + 0.8, size * len(rows) + 0.4), squeeze=False)
+    for r, (evo, m) in enumerate(rows):
+        for e, epoch in enumerate(epochs):
+            show_image(axes[r, e], evo.projections[e, m], normalize=True)
+            if r == 0:
+                axes[r, e].set_title(f"ep {epoch}", fontsize=7)
+        axes[r, 0].set_ylabel(f"{evo.layer}\n#{evo.channels[m]}", fontsize=6, rotation=0, ha="right", va="center")
     return fig
