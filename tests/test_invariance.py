@@ -1,0 +1,129 @@
+"""Invariance sweeps against closed forms computed without torchvision's transforms."""
+
+from collections import OrderedDict
+
+import pytest
+import torch
+from torch import nn
+
+from zfkit import models
+from zfkit.invariance import invariance, transform
+
+
+class _Tiny(nn.Module):
+    """conv1 = identity 1x1 convolution (weight 1, bias 0) + ReLU; optionally a global max pool as "pool1"."""
+
+    def __init__(self, size: int = 8, global_max: bool = False):
+        super().__init__()
+        layers = OrderedDict(conv1=nn.Conv2d(1, 1, 1), relu1=nn.ReLU())
+        if global_max:
+            layers["pool1"] = nn.AdaptiveMaxPool2d(1)
+        self.features = nn.Sequential(layers)
+        with torch.no_grad():
+            self.features.conv1.weight.fill_(1.0)
+            self.features.conv1.bias.zero_()
+        self.classifier = nn.Sequential(OrderedDict(fc8=nn.Linear(1 if global_max else size * size, 3)))
+
+    def forward(self, x):
+        return self.classifier(self.features(x).flatten(1))
+
+
+def _shift_down(x, a):
+    """x shifted down by a pixels (up if negative), uncovered rows 0: a closed form independent of torchvision."""
+    out = torch.zeros_like(x)
+    if a >= 0:
+        out[..., a:, :] = x[..., : x.shape[-2] - a, :]
+    else:
+        out[..., :a, :] = x[..., -a:, :]
+    return out
+
+
+@pytest.fixture(scope="module")
+def mini():
+    torch.manual_seed(0)
+    model = models.zfnet_mini(width=0.5).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.05)
+    return model, torch.randn(3, 1, 32, 32), torch.tensor([1, 4, 7])
+
+
+@pytest.mark.parametrize("kind, identity, other", [("translate", 0, 3), ("scale", 1.0, 1.3), ("rotate", 0.0, 30.0)])
+def test_the_identity_amount_gives_distance_zero_and_the_plain_probability(mini, kind, identity, other):
+    model, images, labels = mini
+    r = invariance(model, images, labels, kind, [other, identity], ["conv1", "pool2", "fc7"])
+    for name in ("conv1", "pool2", "fc7"):
+        assert r.distance[name].shape == r.normalized[name].shape == (3, 2)
+        assert torch.all(r.distance[name][:, 1] == 0)
+        assert torch.all(r.distance[name][:, 0] > 0)
+    with torch.no_grad():
+        p = model(images).softmax(-1)[torch.arange(3), labels]
+    assert torch.allclose(r.prob[:, 1], p, atol=1e-6)
+    assert r.prob.shape == (3, 2) and r.kind == kind
+
+
+@pytest.mark.parametrize("shift", [-5, -1, 2, 7])
+def test_translation_distance_at_an_identity_layer_is_the_pixel_distance(shift):
+    torch.manual_seed(1)
+    images = torch.randn(2, 1, 8, 8)
+    r = invariance(_Tiny(), images, [0, 2], "translate", [shift], ["conv1"])
+    expected = (_shift_down(images, shift).relu() - images.relu()).flatten(1).norm(dim=1)
+    assert torch.allclose(r.distance["conv1"][:, 0], expected, atol=1e-5)
+    assert torch.allclose(r.normalized["conv1"][:, 0], expected / images.relu().flatten(1).norm(dim=1), atol=1e-5)
+
+
+def test_rotation_by_90_degrees_is_rot90():
+    torch.manual_seed(2)
+    images = torch.randn(2, 1, 8, 8)
+    r = invariance(_Tiny(), images, [0, 1], "rotate", [90, -90], ["conv1"])
+    for j, k in enumerate((1, -1)):
+        expected = (torch.rot90(images, k, (-2, -1)).relu() - images.relu()).flatten(1).norm(dim=1)
+        assert torch.allclose(r.distance["conv1"][:, j], expected, atol=1e-5)
+
+
+def test_global_max_pool_is_invariant_to_translation_that_keeps_the_peak():
+    images = torch.zeros(1, 1, 8, 8)
+    images[0, 0, 3, 4] = 2.0
+    images[0, 0, 4, 2] = 0.5
+    r = invariance(_Tiny(global_max=True), images, [0], "translate", [-3, -1, 2, 4], ["conv1", "pool1"])
+    assert torch.all(r.distance["pool1"] == 0)
+    assert torch.all(r.distance["conv1"] > 0)
+
+
+def test_scaling_shrinks_about_the_centre_and_pads_with_fill():
+    image = torch.ones(1, 1, 8, 8)
+    half = transform(image, "scale", 0.5, fill=-1.0)
+    assert torch.equal(half[0, 0, 2:6, 2:6], torch.ones(4, 4))
+    assert torch.isclose(half.sum(), torch.tensor(16.0 - 48.0))
+    double = transform(image, "scale", 2.0)
+    assert torch.allclose(double, image)
+
+
+@pytest.mark.parametrize("kind, amounts, words", [
+    ("shear", [1], "unknown kind 'shear'"),
+    ("translate", [32], r"use \|amount\| < 32"),
+    ("translate", [-40], r"use \|amount\| < 32"),
+    ("scale", [0], "scale factor must be > 0"),
+    ("scale", [-1.5], "scale factor must be > 0"),
+    ("scale", [0.001], "shrinks a 32-pixel image to nothing"),
+    ("rotate", [400], r"\[-360, 360\]"),
+    ("rotate", [float("nan")], "finite"),
+    ("rotate", [], "amounts is empty"),
+])
+def test_bad_amounts_are_explained(mini, kind, amounts, words):
+    model, images, labels = mini
+    with pytest.raises(ValueError, match=words):
+        invariance(model, images, labels, kind, amounts, ["conv1"])
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(labels=[1, 2]), "3 integer class indices"),
+    (dict(labels=[0, 1, 10]), r"labels must lie in 0 … 9"),
+    (dict(layers=["conv9"]), "unknown layer 'conv9'"),
+    (dict(images=torch.zeros(1, 32, 32)), r"\(N, C, H, W\)"),
+])
+def test_bad_input_is_explained(mini, kwargs, words):
+    model, images, labels = mini
+    args = dict(model=model, images=images, labels=labels, kind="rotate", amounts=[10], layers=["conv1"]) | kwargs
+    with pytest.raises(ValueError, match=words):
+        invariance(**args)

@@ -1,0 +1,310 @@
+"""Occlusion sensitivity (§4.2, Fig. 7): slide a grey square over the image and watch the network.
+
+One sweep gives the three maps of Fig. 7 — total activity of the strongest layer-5 feature map
+(b), p(correct class) (d) and the most probable class (e) — plus that map's deconv projection (c).
+
+The sweep is *incremental*: an occluder changes only the units of each layer whose input window
+touches what changed below (its projective field), so only those windows are recomputed from the
+unoccluded image's cached activations, batched over occluder positions. Rows and columns are
+planned separately (the field of a square is a rectangle), every position of one sweep gets
+windows of the same size per layer, clamped inside the map, and windows are cut from the cached
+input padded the way the layer pads (zeros for convolutions, -inf for max-pooling, which also
+covers ``ceil_mode``). The classifier then runs on the full final feature maps. The result equals
+full recomputation up to float rounding.
+
+``approximate`` caps each convolution's window at a fraction of its map, keeping the centre of
+the projective field, where most paths from the occluder arrive (Krypton, Nakandala et al., SIGMOD
+2019): less work, a small error that the benchmark measures.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .deconv import Deconvnet
+from .layers import resolve
+
+__all__ = ["OcclusionResult", "occlusion", "APPROXIMATE_RATIO", "BATCH_ELEMENTS"]
+
+APPROXIMATE_RATIO = 0.4  # window cap used by approximate=True, as a fraction of each map's side
+BATCH_ELEMENTS = 2**23  # default batch: positions whose largest window tensor holds about this many numbers
+_POINTWISE = (nn.ReLU, nn.LeakyReLU, nn.LocalResponseNorm, nn.Dropout, nn.Identity, nn.BatchNorm2d)
+
+
+@dataclass
+class OcclusionResult:
+    """Maps over occluder positions, each (n_y, n_x): row i, column j has its top-left at (ys[i], xs[j])."""
+
+    activity: torch.Tensor  # total activation of ``channel`` of ``layer``, summed over space
+    prob: torch.Tensor  # softmax probability of ``target``
+    top_class: torch.Tensor  # most probable class (long)
+    channel: int  # the feature map of ``layer`` strongest in the unoccluded image
+    projection: torch.Tensor  # (C, H, W) deconv projection of that map's strongest unit (mode "max")
+    ys: torch.Tensor  # occluder top rows
+    xs: torch.Tensor  # occluder left columns
+    patch: int
+    layer: str
+    target: int
+    base_activity: float  # the unoccluded image's values, for drops and colour scales
+    base_prob: float
+    macs: int  # multiply-accumulates per position: recomputed conv windows + the classifier
+    full_macs: int  # the same for one full forward pass
+
+
+@dataclass(frozen=True)
+class _Window:
+    """Where one layer's recomputed window lies along one axis: a start per position, one size."""
+
+    start: torch.Tensor  # (n,) first row (or column) of the window in the layer's output
+    size: int
+    in_start: torch.Tensor  # (n,) first input row the window reads (may hang over the border)
+    in_size: int
+
+
+def occlusion(model: nn.Module, image: torch.Tensor, target: int, patch: int, stride: int,
+              layer: str | nn.Module = "conv5", fill: float = 0.0, approximate: bool | float = False,
+              channel: int | None = None, batch_size: int | None = None) -> OcclusionResult:
+    """Occlude ``image`` (C, H, W) with a ``patch`` x ``patch`` square of value ``fill`` at every
+    top-left position ``range(0, H - patch + 1, stride)`` (per axis) and record Fig. 7's maps.
+
+    ``fill`` is in model-input space: 0.0 is the dataset mean after mean subtraction (the
+    paper's grey). ``approximate`` is False (exact), True (convolution windows capped at
+    :data:`APPROXIMATE_RATIO` of each map's side) or such a ratio in (0, 1]. ``channel``
+    overrides the strongest map. ``batch_size`` positions are recomputed together (default: as
+    many as keep the largest window tensor near :data:`BATCH_ELEMENTS` numbers).
+    """
+    target_layer = resolve(model, layer)
+    if target_layer.part != "features":
+        raise ValueError(f"layer {target_layer.name!r} is in model.{target_layer.part}; occlusion maps the activity of a "
+                         "feature map of model.features (e.g. 'conv5')")
+    _check_image(model, image)
+    h, w = image.shape[-2:]
+    patch, stride = _index(patch, "patch", 1), _index(stride, "stride", 1)
+    if batch_size is not None:
+        batch_size = _index(batch_size, "batch_size", 1)
+    if patch > min(h, w):
+        raise ValueError(f"patch={patch} is larger than the {h}x{w} image; use patch <= {min(h, w)}")
+    if not isinstance(fill, (int, float)) or not math.isfinite(fill):
+        raise ValueError(f"fill must be a finite number (0.0 is the dataset mean), got {fill!r}")
+    ratio = _ratio(approximate)
+    modules = list(model.features)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            cache = _forward(modules, image)
+            probs = _head(model, cache[-1][None]).softmax(-1)[0]
+            target = _index(target, "target", 0, len(probs) - 1)
+            acts = cache[target_layer.index + 1]
+            if channel is None:
+                channel = int(acts.flatten(1).amax(1).argmax())
+            channel = _index(channel, "channel", 0, acts.shape[0] - 1)
+            ys = torch.arange(0, h - patch + 1, stride, device=image.device)
+            xs = torch.arange(0, w - patch + 1, stride, device=image.device)
+            rows, cols = _plan(modules, cache, ys, patch, 0, ratio), _plan(modules, cache, xs, patch, 1, ratio)
+            if batch_size is None:
+                largest = max(cache[i].shape[0] * r.in_size * c.in_size for i, (r, c) in enumerate(zip(rows, cols)))
+                batch_size = max(1, BATCH_ELEMENTS // largest)
+            activity, logits = _sweep(model, modules, cache, ys, xs, rows, cols, patch, fill, target_layer.index,
+                                      channel, batch_size)
+        projection = Deconvnet(model).project(image[None], layer, channels=[channel], mode="max")[0, 0]
+    finally:
+        model.train(was_training)
+    shape = (len(ys), len(xs))
+    occluded = logits.softmax(-1)
+    return OcclusionResult(
+        activity=activity.view(shape), prob=occluded[:, target].view(shape), top_class=occluded.argmax(-1).view(shape),
+        channel=channel, projection=projection, ys=ys, xs=xs, patch=patch, layer=target_layer.name, target=target,
+        base_activity=float(acts[channel].sum()), base_prob=float(probs[target]),
+        macs=_macs(model, modules, cache, rows, cols), full_macs=_macs(model, modules, cache, None, None))
+
+
+# ---------------------------------------------------------------- validation
+
+def _index(value, name: str, low: int, high: int | None = None) -> int:
+    """``value`` as an int in [low, high], or a ValueError that names the range."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        value = operator.index(value)
+    except TypeError:
+        value = None
+    if value is None or value < low or (high is not None and value > high):
+        allowed = f"an int in {low} … {high}" if high is not None else f"an int >= {low}"
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return value
+
+
+def _check_image(model: nn.Module, image) -> None:
+    if not isinstance(image, torch.Tensor) or image.dim() != 3:
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise ValueError(f"image must be one (C, H, W) tensor, got {shape}; pass images[i], not a batch")
+    if not torch.is_floating_point(image):
+        raise ValueError(f"image must be floating point, got {image.dtype}; convert with image.float()")
+    if not torch.isfinite(image).all():
+        raise ValueError("image contains NaN or infinite pixels; clean or clamp it first")
+    first = next((m for m in model.features if isinstance(m, nn.Conv2d)), None)
+    if first is not None and image.shape[0] != first.in_channels:
+        raise ValueError(f"image has {image.shape[0]} channel(s) but the model's first convolution takes "
+                         f"{first.in_channels}; convert the image (e.g. grey <-> RGB)")
+    size = getattr(model, "input_size", None)
+    if size is not None and tuple(image.shape[-2:]) != (size, size):
+        raise ValueError(f"the model expects {size}x{size} images, got {image.shape[-2]}x{image.shape[-1]}; "
+                         f"resize or pad the image to {size}x{size}")
+
+
+def _ratio(approximate) -> float | None:
+    if approximate is False:
+        return None
+    if approximate is True:
+        return APPROXIMATE_RATIO
+    if isinstance(approximate, (int, float)) and 0 < approximate <= 1:
+        return float(approximate)
+    raise ValueError(f"approximate must be False, True or a ratio in (0, 1], got {approximate!r}")
+
+
+# ---------------------------------------------------------------- the plan: windows per layer
+
+def _geometry(m: nn.Module, axis: int) -> tuple[int, int, int, int] | None:
+    """(kernel, stride, padding, dilation) of a sliding-window layer along ``axis``; None if pointwise."""
+    if isinstance(m, _POINTWISE):
+        return None
+    if isinstance(m, nn.Conv2d):
+        if isinstance(m.padding, str) or m.padding_mode != "zeros":
+            raise ValueError(f"occlusion needs convolutions with numeric zero padding, got padding={m.padding!r}, "
+                             f"padding_mode={m.padding_mode!r}")
+    elif not isinstance(m, nn.MaxPool2d):
+        raise ValueError(f"occlusion cannot recompute {type(m).__name__} windows (in model.features); supported: "
+                         "Conv2d, MaxPool2d and spatially pointwise layers (ReLU, LocalResponseNorm, Dropout, BatchNorm2d)")
+    pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+    k, s, p, d = (pair(getattr(m, a))[axis] for a in ("kernel_size", "stride", "padding", "dilation"))
+    return k, s or k, p, d
+
+
+def _plan(modules: list[nn.Module], cache: list[torch.Tensor], starts: torch.Tensor, patch: int, axis: int,
+          ratio: float | None) -> list[_Window]:
+    """The recomputed window of every layer's output along one axis, for every occluder start.
+
+    A unit o of a layer with kernel k, stride s, padding p reads input rows [o*s - p, o*s - p + k);
+    it must be recomputed when that range meets the rows recomputed below. All positions share one
+    window size (the largest count), placed over the affected units and shifted inside the map.
+    """
+    plan = []
+    top, size = starts, patch
+    for i, m in enumerate(modules):
+        geometry = _geometry(m, axis)
+        if geometry is None:
+            plan.append(_Window(top, size, top, size))
+            continue
+        k, s, p, d = geometry
+        span = d * (k - 1) + 1
+        length = cache[i + 1].shape[1 + axis]
+        lo = (-(-(top + p - span + 1) // s)).clamp(min=0)  # ceil division
+        hi = ((top + size - 1 + p) // s).clamp(max=length - 1)
+        count = hi - lo + 1
+        new_size = max(1, int(count.max()))
+        if ratio is not None and isinstance(m, nn.Conv2d):  # pools cost nothing; capping them only adds error
+            new_size = min(new_size, max(1, math.ceil(ratio * length)))
+        start = (lo + (count - new_size).div(2, rounding_mode="floor")).clamp(0, length - new_size)
+        plan.append(_Window(start, new_size, start * s - p, (new_size - 1) * s + span))
+        top, size = start, new_size
+    return plan
+
+
+# ---------------------------------------------------------------- the sweep
+
+def _forward(modules: list[nn.Module], image: torch.Tensor) -> list[torch.Tensor]:
+    """The input and every layer's output for one image (C, H, W each); clones guard against in-place ReLUs."""
+    cache = [image]
+    for m in modules:
+        cache.append(m(cache[-1][None].clone())[0])
+    return cache
+
+
+def _head(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """What follows model.features: torchvision's avgpool when present, flatten, classifier."""
+    if isinstance(getattr(model, "avgpool", None), nn.Module):
+        features = model.avgpool(features)
+    return model.classifier(torch.flatten(features, 1))
+
+
+def _sweep(model, modules, cache, ys, xs, rows, cols, patch, fill, layer_index, channel, batch_size):
+    """Activity of ``channel`` at ``layer_index`` and the logits, for every (y, x) position in row-major order."""
+    n_y, n_x = len(ys), len(xs)
+    iy_all = torch.arange(n_y, device=ys.device).repeat_interleave(n_x)
+    ix_all = torch.arange(n_x, device=ys.device).repeat(n_y)
+    tables = [None if isinstance(m, _POINTWISE) else _table(cache[i], 0.0 if isinstance(m, nn.Conv2d) else -math.inf)
+              for i, m in enumerate(modules)]
+    activity, logits = [], []
+    for begin in range(0, n_y * n_x, batch_size):
+        iy, ix = iy_all[begin:begin + batch_size], ix_all[begin:begin + batch_size]
+        prev = cache[0].new_full((len(iy), cache[0].shape[0], patch, patch), fill)
+        top, left = ys[iy], xs[ix]
+        for i, m in enumerate(modules):
+            r, c = rows[i], cols[i]
+            if tables[i] is None:
+                prev = m(prev)
+            else:
+                x = _gather(tables[i], cache[i].shape[-2:], prev, top, left, r.in_start[iy], r.in_size, c.in_start[ix], c.in_size)
+                if isinstance(m, nn.Conv2d):
+                    prev = F.conv2d(x, m.weight, m.bias, m.stride, 0, m.dilation, m.groups)
+                else:
+                    prev = F.max_pool2d(x, m.kernel_size, m.stride, 0, m.dilation)
+            top, left = r.start[iy], c.start[ix]
+            if i == layer_index:
+                activity.append(_paste(cache[i + 1][channel:channel + 1], prev[:, channel:channel + 1], top, left).sum((1, 2, 3)))
+        logits.append(_head(model, _paste(cache[-1], prev, top, left)))
+    return torch.cat(activity), torch.cat(logits)
+
+
+def _table(cache: torch.Tensor, pad: float) -> torch.Tensor:
+    """A cached map (C, H, W) as rows of channels (H*W + 1, C), the last row holding the padding value."""
+    rows = cache.permute(1, 2, 0).reshape(-1, cache.shape[0])
+    return torch.cat([rows, rows.new_full((1, cache.shape[0]), pad)])
+
+
+def _gather(table, size, prev, top, left, row0, h, col0, w) -> torch.Tensor:
+    """Input windows (n, C, h, w) starting at (row0, col0): ``prev`` where it was recomputed, the
+    cached map elsewhere, the padding value outside the map.
+
+    Works on channels-last rows (one memcpy-like row gather per source), which the convolution
+    and pooling kernels then consume directly.
+    """
+    n, channels, ph, pw = prev.shape
+    height, width = size
+    r = row0[:, None] + torch.arange(h, device=row0.device)
+    c = col0[:, None] + torch.arange(w, device=row0.device)
+    inside = ((r >= 0) & (r < height))[:, :, None] & ((c >= 0) & (c < width))[:, None, :]
+    index = torch.where(inside, r[:, :, None] * width + c[:, None, :], height * width).flatten()
+    out = table.index_select(0, index)
+    pr, pc = r - top[:, None], c - left[:, None]
+    in_prev = (((pr >= 0) & (pr < ph))[:, :, None] & ((pc >= 0) & (pc < pw))[:, None, :]).flatten()
+    src = ((torch.arange(n, device=row0.device)[:, None, None] * ph + pr[:, :, None]) * pw + pc[:, None, :]).flatten()[in_prev]
+    out[in_prev] = prev.permute(0, 2, 3, 1).reshape(-1, channels).index_select(0, src)
+    return out.view(n, h, w, channels).permute(0, 3, 1, 2)
+
+
+def _paste(cache: torch.Tensor, window: torch.Tensor, top, left) -> torch.Tensor:
+    """Copies of ``cache`` (C, H, W) with each position's window (inside the map) written in."""
+    n, _, h, w = window.shape
+    out = cache.expand(n, *cache.shape).clone()
+    r = top[:, None] + torch.arange(h, device=top.device)
+    c = left[:, None] + torch.arange(w, device=top.device)
+    out[torch.arange(n, device=top.device)[:, None, None], :, r[:, :, None], c[:, None, :]] = window.permute(0, 2, 3, 1)
+    return out
+
+
+def _macs(model, modules, cache, rows, cols) -> int:
+    """Per-position multiply-accumulates: convolutions over their windows (whole maps if no plan) + Linear layers."""
+    total = 0
+    for i, m in enumerate(modules):
+        if isinstance(m, nn.Conv2d):
+            h, w = (cache[i + 1].shape[-2:] if rows is None else (rows[i].size, cols[i].size))
+            total += h * w * m.out_channels * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+    return total + sum(m.in_features * m.out_features for m in model.classifier.modules() if isinstance(m, nn.Linear))
