@@ -68,3 +68,14 @@ def test_unknown_notebook_falls_back_to_the_working_directory(tmp_path, monkeypa
 def test_missing_results_say_how_to_make_them(tmp_path):
     with pytest.raises(FileNotFoundError, match="run the chapter"):
         load_results("ch", tmp_path)
+
+
+def test_verdict_table_renders_and_records():
+    from zfkit.results import Verdict, verdict_table
+
+    table = verdict_table([Verdict("a | b", "0.9", True), Verdict("c", "0.1", False, "null result"), Verdict("d", "?", None)])
+    md = table._repr_markdown_()
+    assert md.count("\n") == 4 and "a \\| b" in md and "**not reproduced**: null result" in md
+    assert [r["verdict"] for r in table.records()] == ["reproduced", "not reproduced", "inconclusive"]
+    with pytest.raises(ValueError, match="Verdict"):
+        verdict_table([])

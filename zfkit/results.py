@@ -12,11 +12,12 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from numbers import Integral, Real
 from pathlib import Path
 
-__all__ = ["notebook_dir", "save_results", "load_results"]
+__all__ = ["notebook_dir", "save_results", "load_results", "Verdict", "verdict_table"]
 
 
 def notebook_dir(chapter: str) -> Path:
@@ -86,3 +87,45 @@ def load_results(chapter: str, folder: str | Path = "results") -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"no results for {chapter!r} at {path}; run the chapter's notebook first")
     return json.loads(path.read_text(encoding="utf8"))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One row of a chapter's "What reproduced / what did not": the claim, our number, the verdict.
+
+    ``holds`` is computed in the notebook from the measurement (True, False, or None when the test
+    is inconclusive), so the verdict always matches the numbers of the run that printed it.
+    """
+
+    claim: str
+    measured: str
+    holds: bool | None
+    note: str = ""
+
+    @property
+    def verdict(self) -> str:
+        return {True: "reproduced", False: "not reproduced", None: "inconclusive"}[self.holds]
+
+
+class _VerdictTable(list):
+    """Renders as a Markdown table in notebooks and the book; ``records()`` for the results JSON."""
+
+    def _repr_markdown_(self) -> str:
+        cell = lambda text: str(text).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+        rows = [f"| {cell(v.claim)} | {cell(v.measured)} | **{v.verdict}**{': ' + cell(v.note) if v.note else ''} |" for v in self]
+        return "\n".join(["| Paper's claim | Our measurement | Verdict |", "|---|---|---|", *rows])
+
+    def __str__(self) -> str:
+        return "\n".join(f"- {v.claim}: {v.measured} -> {v.verdict}" + (f" ({v.note})" if v.note else "") for v in self)
+
+    __repr__ = __str__
+
+    def records(self) -> list[dict]:
+        return [{**asdict(v), "verdict": v.verdict} for v in self]
+
+
+def verdict_table(rows: Sequence[Verdict]) -> _VerdictTable:
+    """The closing table of a chapter, computed from its measurements."""
+    if not rows or not all(isinstance(r, Verdict) for r in rows):
+        raise ValueError("verdict_table takes a non-empty list of zfkit.results.Verdict rows")
+    return _VerdictTable(rows)
