@@ -1,9 +1,16 @@
-"""Command line: ``python -m zfkit data`` (where is the data?)."""
+"""Command line: ``python -m zfkit data`` (where is the data?), ``python -m zfkit train`` (the paper's recipe)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
 
 
 def _data(args: argparse.Namespace) -> int:
@@ -19,12 +26,57 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from .checkpoint import atomic_write_bytes
+    from .data import DataNotFoundError
+    from .distributed import current
+    from .train import evaluate, fit
+    from .zoo import RECORD, prepare, run_record
+
+    name = args.model or ("zfnet" if args.profile == "paper" else "zfnet-mini")
+    try:
+        run = prepare(name, args.profile, seed=args.seed, data_root=args.data, epochs=args.epochs)
+        started = time.perf_counter()
+        result = fit(run.model, run.train, run.val, run.recipe, args.out, resume=args.resume, progress=not args.quiet)
+        minutes = (time.perf_counter() - started) / 60
+        test = evaluate(result.model, run.test, run.recipe.eval_batch_size, ten_crop=run.test_ten_crop)
+    except (DataNotFoundError, ValueError, FloatingPointError) as e:
+        print(f"zfkit: {e}", file=sys.stderr)
+        return 1
+    world = current()
+    if world.is_main:
+        record = run_record(run, result.history, test, minutes)
+        atomic_write_bytes(result.out_dir / RECORD, json.dumps(record, indent=1).encode())
+        print(f"{name} ({args.profile}): test top-1 error {test['top1_err']:.4f}, top-5 error {test['top5_err']:.4f} "
+              f"after {run.recipe.epochs} epochs; run in {result.out_dir}")
+    if world.distributed:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="zfkit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("data", help="find and verify Fashion-MNIST (exit 1 with instructions when missing)")
     p.add_argument("--root", default=None, help="folder holding the four Fashion-MNIST files")
     p.set_defaults(run=_data)
+
+    p = sub.add_parser("train", help="train a model with the paper's recipe (§3); launch with torchrun for DDP")
+    p.add_argument("--profile", choices=("ci", "book", "paper"), default="book")
+    p.add_argument("--out", required=True, help="run folder: metrics.csv, epoch_XXX and last checkpoints, run.json")
+    p.add_argument("--model", default=None, help="zoo name (default: zfnet-mini; zfnet for --profile paper)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest intact checkpoint in --out")
+    p.add_argument("--data", default=None, help="Fashion-MNIST folder, or the ImageNet folder for --profile paper "
+                                                "(default: $ZFKIT_IMAGENET)")
+    p.add_argument("--epochs", type=_positive_int, default=None, help="override the profile's epoch count")
+    p.add_argument("--seed", type=int, default=None, help="override the profile's seed")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_train)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -1,0 +1,90 @@
+"""fit() under torchrun: 2 CPU processes (gloo) end where one process with the same global batch ends.
+
+Randomness that could differ between the two set-ups is made equal or removed:
+- data order, shifts and flips are drawn per position of the epoch from a generator that does not
+  depend on the rank, so augmentation stays on;
+- dropout masks are drawn per rank, so the model is built with ``dropout=0``.
+61 images in global batches of 16 end with a batch of 13 (7 + 6 images), which checks the loss scaling that makes
+DDP's average of per-process means equal the global batch mean.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from zfkit import models
+from zfkit.data import TensorImages
+from zfkit.train import Recipe, fit
+
+WORKER = textwrap.dedent("""
+    import json
+    import sys
+
+    import torch.distributed as dist
+    from safetensors.torch import save_file
+
+    sys.path.insert(0, {tests!r})
+    from test_ddp import make_run
+    from zfkit.train import fit
+
+    out = sys.argv[1]
+    result = fit(*make_run(), out, progress=False)
+    rank = dist.get_rank()
+    save_file({{k: v.contiguous() for k, v in result.model.state_dict().items()}}, f"{{out}}/rank{{rank}}.safetensors")
+    with open(f"{{out}}/history{{rank}}.json", "w") as f:
+        json.dump(result.history, f)
+    dist.destroy_process_group()
+""")
+
+
+def make_run():
+    """The same model, data and recipe for every process and for the single-process reference."""
+    g = torch.Generator().manual_seed(0)
+    images = TensorImages(torch.randn(84, 1, 32, 32, generator=g), torch.randint(0, 10, (84,), generator=g),
+                          tuple(map(str, range(10))))
+    torch.manual_seed(0)
+    spec = models.variant(models.zfnet_mini(width=0.125), fc_width=16).spec
+    model = models.build(replace(spec, dropout=0.0))
+    recipe = Recipe(epochs=2, batch_size=16, lr=0.05, device="cpu", eval_batch_size=10)
+    return model, images.subset(range(61)), images.subset(range(61, 84)), recipe
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
+    (tmp_path / "worker.py").write_text(WORKER.format(tests=os.path.dirname(__file__)))
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(tmp_path / "worker.py"), str(out)], env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model, train, val, recipe = make_run()
+        single = fit(model, train, val, recipe, tmp_path / "single", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    ranks = [load_file(out / f"rank{r}.safetensors") for r in (0, 1)]
+    reference = single.model.state_dict()
+    for name, value in reference.items():
+        assert torch.equal(ranks[0][name], ranks[1][name]), f"ranks disagree on {name}"
+        assert torch.allclose(ranks[0][name], value, atol=1e-5), f"DDP and single process differ on {name}"
+    assert not torch.equal(ranks[0]["features.conv1.weight"], make_run()[0].state_dict()["features.conv1.weight"])
+
+    # metrics are all-reduced: every rank reports the global numbers, rank 0 alone writes them
+    histories = [json.loads((out / f"history{r}.json").read_text()) for r in (0, 1)]
+    timeless = [[{k: v for k, v in row.items() if k != "images_per_s"} for row in h] for h in histories]
+    assert timeless[0] == timeless[1]
+    for ddp_row, row in zip(histories[0], single.history):
+        assert ddp_row["val_loss"] == pytest.approx(row["val_loss"], rel=1e-4)
+        assert ddp_row["train_loss"] == pytest.approx(row["train_loss"], rel=1e-4)
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(("rank", "history"))) == \
+        ["epoch_001", "epoch_002", "last", "metrics.csv"]

@@ -1,0 +1,172 @@
+"""The model zoo and the `train` command: train once deterministically, then load from the cache."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from zfkit import train, zoo
+from zfkit.__main__ import main
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Small models gain little from 2 threads, which contend badly on a loaded 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("zfkit-cache")
+
+
+@pytest.fixture(autouse=True)
+def _cache_env(cache, monkeypatch):
+    monkeypatch.setenv("ZFKIT_CACHE", str(cache))
+
+
+@pytest.fixture(scope="module")
+def trained(cache):
+    """zfnet-mini for the ci profile, trained once for the whole module."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ZFKIT_CACHE", str(cache))
+        return zoo.load("zfnet-mini", "ci", progress=False)
+
+
+def _same(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_first_load_trains_and_stores_the_run(trained, cache):
+    folder = cache / "ci" / "zfnet-mini"
+    assert sorted(p.name for p in folder.iterdir()) == ["epoch_001", "epoch_002", "last", "metrics.csv", "run.json"]
+    assert not trained.training
+    record = zoo.metrics("zfnet-mini", "ci")
+    assert record["sizes"] == {"train": 2000, "val": 500, "test": 500}
+    assert [row["epoch"] for row in record["history"]] == [1, 2]
+    assert record["test"]["accuracy"] == pytest.approx(1 - record["test"]["top1_err"])
+    assert record["test"]["accuracy"] > 0.2  # learning happened (chance is 0.1; ci trains 2 short epochs)
+    assert record["pixel_range"] == 1.0 and record["recipe"]["feature_scale_clipping"]
+    assert set(zoo.checkpoints("zfnet-mini", "ci")) == {1, 2}
+
+
+def test_second_load_comes_from_the_cache(trained, monkeypatch):
+    monkeypatch.setattr(zoo, "fit", lambda *a, **k: pytest.fail("retrained although cached"))
+    assert _same(zoo.load("zfnet-mini", "ci"), trained)
+
+
+def test_damaged_entry_is_retrained_bit_identically(trained, cache):
+    weights = cache / "ci" / "zfnet-mini" / "last" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-50])
+    with pytest.warns(RuntimeWarning, match="discarding zoo entry .*corrupted"):
+        again = zoo.load("zfnet-mini", "ci", progress=False)
+    assert _same(again, trained)
+
+
+def test_stale_entry_is_retrained(trained, cache, monkeypatch):
+    record_file = cache / "ci" / "zfnet-mini" / "run.json"
+    record = json.loads(record_file.read_text())
+    record["recipe"]["lr"] = 0.5  # as if trained by an older zfkit with another recipe
+    record_file.write_text(json.dumps(record))
+
+    class Retrained(Exception):
+        pass
+
+    def retrain(*args):
+        raise Retrained
+
+    monkeypatch.setattr(zoo, "_train_into", retrain)
+    with pytest.warns(RuntimeWarning, match="stale: recipe changed"), pytest.raises(Retrained):
+        zoo.load("zfnet-mini", "ci")
+
+
+def test_unknown_names_and_profiles_list_the_valid_ones():
+    with pytest.raises(ValueError, match="choose one of zfnet-mini, alexnet-mini, zfnet-mini-clip, zfnet-mini-noclip"):
+        zoo.load("resnet", "ci")
+    with pytest.raises(ValueError, match="choose one of ci, book, paper"):
+        zoo.load("zfnet-mini", "huge")
+    with pytest.raises(ValueError, match="choose one of zfnet, alexnet"):
+        zoo.load("zfnet-mini", "paper")
+
+
+def test_paper_models_are_not_trained_implicitly():
+    with pytest.raises(ValueError, match="python -m zfkit train --profile paper"):
+        zoo.load("zfnet", "paper")
+
+
+def test_seeds_change_initialisation_but_not_the_split():
+    a, b = zoo.prepare("zfnet-mini", "ci"), zoo.prepare("zfnet-mini", "ci", seed=1)
+    assert torch.equal(a.train.targets, b.train.targets) and torch.equal(a.val.images, b.val.images)
+    assert not _same(a.model, b.model) and b.recipe.seed == 1
+    assert zoo.entry_dir("zfnet-mini", "ci", seed=1).name == "zfnet-mini-seed1"
+
+
+def test_validation_is_held_out_of_the_training_split():
+    run = zoo.prepare("zfnet-mini", "ci")
+    train_rows = {tuple(x.flatten()[::7].tolist()) for x in run.train.images}
+    assert not any(tuple(x.flatten()[::7].tolist()) in train_rows for x in run.val.images)
+
+
+# ---------------------------------------------------------------- the train command
+
+def test_cli_trains_and_resumes(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--profile", "ci", "--out", str(out), "--epochs", "1", "--quiet"]) == 0
+    assert "test top-1 error" in capsys.readouterr().out
+    assert main(["train", "--profile", "ci", "--out", str(out), "--epochs", "1", "--quiet"]) == 1
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", "--profile", "ci", "--out", str(out), "--epochs", "2", "--resume", "--quiet"]) == 0
+    record = json.loads((out / "run.json").read_text())
+    assert [row["epoch"] for row in record["history"]] == [1, 2]
+    assert train.load_checkpoint(out / "last").epoch == 2
+
+
+@pytest.mark.parametrize("argv", [["train", "--out", "x", "--epochs", "0"], ["train", "--profile", "huge", "--out", "x"],
+                                  ["train", "--profile", "ci"]])
+def test_cli_rejects_bad_arguments(argv):
+    with pytest.raises(SystemExit):
+        main(argv)
+
+
+def test_cli_paper_profile_without_imagenet_explains(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("ZFKIT_IMAGENET", raising=False)
+    assert main(["train", "--profile", "paper", "--out", str(tmp_path / "run")]) == 1
+    assert "ZFKIT_IMAGENET" in capsys.readouterr().err
+
+
+@pytest.fixture
+def fake_imagenet(tmp_path):
+    """Two classes, two 300x300 images each, in train/ and val/ (torchvision ImageFolder layout)."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for cls in ("n01", "n02"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(2):
+                pixels = rng.integers(0, 256, (300, 300, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(tmp_path / split / cls / f"{i}.{'png' if i else 'jpg'}")
+    return tmp_path
+
+
+def test_paper_profile_builds_zfnet_on_imagenet_with_the_papers_preprocessing(fake_imagenet, monkeypatch):
+    monkeypatch.setenv("ZFKIT_IMAGENET", str(fake_imagenet))
+    run = zoo.prepare("zfnet", "paper")
+    assert run.model.spec.name == "zfnet" and run.test_ten_crop == 224
+    assert (run.recipe.lr, run.recipe.batch_size, run.recipe.epochs) == (1e-2, 128, 70)
+    x, y = run.train[0]
+    assert x.shape == (3, 224, 224) and y == 0
+    assert run.val[0][0].shape == (3, 224, 224) and run.test[0][0].shape == (3, 256, 256)
+    assert x.abs().max() > 50  # per-pixel mean subtracted from [0, 255] pixels: the paper's [-128, 128]
+    assert len(run.train) == 4 and len(run.test) == 4
+
+
+def test_clipping_pair_differs_only_in_clipping():
+    clip, noclip = zoo.prepare("zfnet-mini-clip", "ci"), zoo.prepare("zfnet-mini-noclip", "ci")
+    assert clip.recipe.feature_scale_clipping and not noclip.recipe.feature_scale_clipping
+    assert clip.recipe.differences(noclip.recipe) == ["feature_scale_clipping: False -> True"]
+    assert _same(clip.model, noclip.model)
+    assert clip.pixel_range == 255.0 and clip.train.images.abs().max() > 100  # the paper's [-128, 128] range

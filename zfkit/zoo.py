@@ -1,0 +1,326 @@
+"""Named trained models: loaded from the cache, or trained deterministically on first use.
+
+``load("zfnet-mini", "book")`` returns the trained network whether or not it was trained before,
+so any chapter opened alone works. The cache is ``$ZFKIT_CACHE`` (default ``~/.cache/zfkit``)
+``/<profile>/<name>/``: the whole :func:`zfkit.train.fit` run folder (``metrics.csv``, the
+``epoch_XXX`` checkpoints of the feature-evolution chapter, ``last``) plus ``run.json`` with the
+test metrics. An entry whose architecture or recipe no longer matches the code is retrained. A run is trained in a temporary folder beside its destination and renamed into place
+when complete, so an interrupted training never leaves a half-written entry.
+
+The models:
+
+- ``zfnet-mini``, ``alexnet-mini``: the book's networks (Table 2 analogue), on Fashion-MNIST scaled
+  to [0, 1] minus the mean image (``zfkit.data.fashion_mnist``'s default). Initialised with He's
+  N(0, 2/fan_in), not the paper's N(0, 10^-2): measured on ZFNet-mini, N(0, 10^-2) shrinks the
+  signal ~10^5-fold by the logits (std 6e-5; ZFNet's wider layers lose only ~10^2), gradients are
+  10^-4 of the weights, and after 2 epochs on 10k images the error is still chance (90 %) with or
+  without weight decay, for [0, 1] and [-128, 128] inputs, and with Krizhevsky's biases of 1.
+- ``zfnet-mini-clip``, ``zfnet-mini-noclip``: the Fig. 6 (a)/(c) pair, identical but for
+  feature-scale clipping, in the paper's regime: inputs in [-128, 128]
+  (``fashion_mnist(..., pixel_range=255)``) and the paper's N(0, 10^-2) transplanted by fan-in
+  (each layer's std is 10^-2 x sqrt(ZFNet fan-in / mini fan-in), so every layer has the signal
+  gain of its Fig. 3 counterpart at initialisation). This trains (37 % validation error after 2
+  epochs on 10k images, as He's init on [0, 1] inputs does). Weight decay is off for the pair:
+  the paper states none, and decay would itself hold filters below the clipping radius, hiding
+  what clipping prevents. Measured on 10k images: without clipping the largest first-layer
+  filter's RMS grows 0.04 -> 0.11 in 6 epochs while the median stays at 0.06; the book profile
+  trains 9x longer.
+
+``profile="paper"`` names ``zfnet`` and ``alexnet`` (ImageNet): too long to train implicitly, they
+load from the cache once ``python -m zfkit train --profile paper --out $ZFKIT_CACHE/paper/zfnet``
+has filled it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from . import data, models, profiles
+from .checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint
+from .train import Recipe, evaluate, fit
+
+__all__ = ["load", "metrics", "checkpoints", "prepare", "Prepared", "cache_dir", "entry_dir", "NAMES", "PAPER_NAMES"]
+
+# Fan-ins of ZFNet's eight weight layers (Fig. 3): 3x7x7, 96x5x5, 256x3x3, 384x3x3, 384x3x3, 6x6x256, 4096, 4096.
+ZFNET_FAN_IN = {"conv1": 147, "conv2": 2400, "conv3": 2304, "conv4": 3456, "conv5": 3456,
+                "fc6": 9216, "fc7": 4096, "fc8": 4096}
+IMAGENET_MEAN_SAMPLE = 2000  # training images averaged for the per-pixel mean (the paper used all)
+
+
+def init_he(model: nn.Module) -> None:
+    """He et al.'s N(0, 2/fan_in) for every conv/linear weight, biases 0: keeps the signal's scale."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+
+
+def init_zfnet_gain(model: nn.Module) -> None:
+    """The paper's N(0, 10^-2) rescaled by sqrt(ZFNet fan-in / this fan-in), biases 0.
+
+    Each layer then multiplies the signal by what its Fig. 3 counterpart did at initialisation.
+    """
+    for name, m in model.named_modules():
+        name = name.rsplit(".", 1)[-1]
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, 1e-2 * (ZFNET_FAN_IN[name] / m.weight[0].numel()) ** 0.5)
+            nn.init.zeros_(m.bias)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """How one named model is built and trained."""
+
+    builder: str  # zfkit.models constructor
+    pixel_range: float  # Fashion-MNIST pixels span [0, pixel_range] before the mean is subtracted
+    init: Callable[[nn.Module], None]
+    recipe: dict = field(default_factory=dict)  # Recipe fields that differ from the paper's defaults
+    about: str = ""
+
+
+ENTRIES = {
+    "zfnet-mini": Entry("zfnet_mini", 1.0, init_he, about="the book's ZFNet-mini (Fig. 3 topology at 32x32)"),
+    "alexnet-mini": Entry("alexnet_mini", 1.0, init_he, about="ZFNet-mini with an AlexNet-style first layer (7x7/2)"),
+    "zfnet-mini-clip": Entry("zfnet_mini", 255.0, init_zfnet_gain, {"weight_decay": 0.0},
+                             "inputs in [-128, 128], with feature-scale clipping (Fig. 6c)"),
+    "zfnet-mini-noclip": Entry("zfnet_mini", 255.0, init_zfnet_gain,
+                               {"weight_decay": 0.0, "feature_scale_clipping": False},
+                               "inputs in [-128, 128], without feature-scale clipping (Fig. 6a)"),
+}
+NAMES = tuple(ENTRIES)
+PAPER_NAMES = ("zfnet", "alexnet")
+_BOOK_VAL_SIZE = 5000  # held out of Fashion-MNIST's 60k training images for plateau annealing
+RECORD = "run.json"  # a finished run's record: test metrics, history, recipe, architecture
+
+
+@dataclass
+class Prepared:
+    """A freshly initialised model with its data and recipe: what :func:`load` and the CLI train."""
+
+    name: str
+    profile: profiles.Profile
+    model: nn.Module
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    recipe: Recipe
+    pixel_range: float  # the inputs span [0, pixel_range] minus the mean image: feed the model the same
+    test_ten_crop: int | None = None  # the paper's 10-crop test evaluation (paper profile)
+
+
+def _check(name: str, profile) -> profiles.Profile:
+    profile = profiles.get(profile)
+    valid = PAPER_NAMES if profile.name == "paper" else NAMES
+    if name not in valid:
+        raise ValueError(f"unknown model {name!r} for profile {profile.name!r}; choose one of {', '.join(valid)}")
+    return profile
+
+
+def prepare(name: str, profile="book", seed: int | None = None, data_root: str | os.PathLike | None = None,
+            epochs: int | None = None) -> Prepared:
+    """Build the named model (deterministically initialised) with its data splits and recipe.
+
+    Fashion-MNIST (ci, book): the validation set is held out of the training split (5,000 images
+    for book; ``test_subset`` for ci, whose training images are then a ``train_subset`` drawn from
+    the rest), and the test split is only scored at the end. ``seed`` (default: the profile's)
+    changes the initialisation, data order and augmentation, not the split, so several seeds make
+    an ensemble. ImageNet (paper): ``data_root`` or ``$ZFKIT_IMAGENET``.
+    """
+    profile = _check(name, profile)
+    seed = profile.seed if seed is None else seed
+    if profile.name == "paper":
+        return _prepare_paper(name, profile, seed, data_root, epochs)
+    entry = ENTRIES[name]
+    model, recipe = _model_and_recipe(name, profile, seed, epochs)
+    full, test = _fashion_mnist(None if data_root is None else str(data_root), profile.input_size, entry.pixel_range)
+    order = torch.randperm(len(full), generator=torch.Generator().manual_seed(profile.seed))
+    n_val = profile.test_subset or _BOOK_VAL_SIZE
+    val, train = full.subset(order[:n_val].sort().values), full.subset(order[n_val:].sort().values)
+    if profile.train_subset:
+        train = data.subset(train, profile.train_subset, seed=profile.seed)
+    test = data.subset(test, profile.test_subset or len(test), seed=profile.seed, stratified=bool(profile.test_subset))
+    return Prepared(name, profile, model, train, val, test, recipe, entry.pixel_range)
+
+
+def _model_and_recipe(name: str, profile: profiles.Profile, seed: int, epochs: int | None = None) -> tuple[nn.Module, Recipe]:
+    """The named mini model, initialised from ``seed`` (the caller's random state is left alone), and its recipe."""
+    entry = ENTRIES[name]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = getattr(models, entry.builder)(num_classes=profile.num_classes, in_channels=profile.in_channels,
+                                               width=profile.width)
+        entry.init(model)
+    recipe = Recipe(epochs=epochs or profile.epochs, batch_size=profile.batch_size, seed=seed,
+                    device=profile.device, **entry.recipe)
+    return model, recipe
+
+
+@lru_cache(maxsize=1)
+def _fashion_mnist(root: str | None, size: int, pixel_range: float) -> tuple[data.TensorImages, data.TensorImages]:
+    """Both splits, kept for the next call: an ensemble trains several models on the same data.
+    Callers receive subsets (copies), never these tensors themselves."""
+    return (data.fashion_mnist("train", root, size=size, pixel_range=pixel_range),
+            data.fashion_mnist("test", root, size=size, pixel_range=pixel_range))
+
+
+def _prepare_paper(name: str, profile: profiles.Profile, seed: int, data_root, epochs: int | None) -> Prepared:
+    root = data_root or os.environ.get("ZFKIT_IMAGENET")
+    if not root:
+        raise data.DataNotFoundError("the paper profile trains on ImageNet: pass --data /path/to/imagenet (CLI), "
+                                     "data_root= (Python) or set ZFKIT_IMAGENET; the folder needs train/ and val/")
+    mean = _imagenet_mean(Path(root), seed)
+    splits = {split: _Scaled(data.imagenet(root, split, mean=mean), 255.0) for split in ("train", "val", "val256")}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = getattr(models, name)(num_classes=profile.num_classes, in_channels=profile.in_channels)
+    recipe = Recipe(epochs=epochs or profile.epochs, batch_size=profile.batch_size, seed=seed, device=profile.device,
+                    workers=min(8, os.cpu_count() or 1))
+    return Prepared(name, profile, model, splits["train"], splits["val"], splits["val256"], recipe, 255.0,
+                    test_ten_crop=profile.input_size)
+
+
+class _Scaled(Dataset):
+    """Multiplies a dataset's images by ``factor``: the paper's inputs span [-128, 128], not [-0.5, 0.5]."""
+
+    def __init__(self, dataset: Dataset, factor: float):
+        self.dataset, self.factor = dataset, factor
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        x, y = self.dataset[i]
+        return x * self.factor, y
+
+
+def _imagenet_mean(root: Path, seed: int) -> torch.Tensor:
+    """Per-pixel mean (3, 256, 256) in [0, 1] units of a seeded sample of training images (§3)."""
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms import v2
+
+    if not (root / "train").is_dir():
+        raise data.DataNotFoundError(f"ImageNet training folder {root / 'train'} not found; the folder needs "
+                                     "train/ and val/ with one subfolder per class")
+    centre = v2.Compose([v2.ToImage(), v2.Resize(256, antialias=True), v2.CenterCrop(256),
+                         v2.ToDtype(torch.float32, scale=True)])
+    images = ImageFolder(str(root / "train"), transform=centre)
+    sample = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:IMAGENET_MEAN_SAMPLE]
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(images, sample.tolist()), batch_size=64,
+                                         num_workers=min(8, os.cpu_count() or 1))
+    return sum(x.sum(0) for x, _ in loader) / len(sample)
+
+
+# ---------------------------------------------------------------- the cache
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ZFKIT_CACHE") or "~/.cache/zfkit").expanduser()
+
+
+def entry_dir(name: str, profile="book", seed: int | None = None) -> Path:
+    """Where the named model's run lives (``<name>-seed<k>`` for a non-default seed)."""
+    profile = _check(name, profile)
+    suffix = "" if seed is None or seed == profile.seed else f"-seed{seed}"
+    return cache_dir() / profile.name / f"{name}{suffix}"
+
+
+def load(name: str, profile="book", seed: int | None = None, progress: bool = True) -> nn.Module:
+    """The trained model ``name`` for ``profile``, in eval mode on the CPU.
+
+    Loaded from the cache when present and intact (hashes verified); otherwise trained
+    deterministically (with a progress bar) and stored. Several ``seed``s give an ensemble.
+    """
+    folder = entry_dir(name, profile, seed)
+    profile = profiles.get(profile)
+    if profile.name == "paper":
+        model = _load_cached(folder)
+        if model is None:
+            raise ValueError(f"{folder} holds no trained {name}; the paper profile trains for days on GPUs: run "
+                             f"`python -m zfkit train --profile paper --model {name} --out {folder}` (torchrun for several GPUs)")
+        return model.eval()
+    model, recipe = _model_and_recipe(name, profile, profile.seed if seed is None else seed)
+    expected = {"arch": model.spec.to_dict(), "recipe": asdict(recipe), "pixel_range": ENTRIES[name].pixel_range}
+    model = _load_cached(folder, expected)
+    if model is None:
+        _train_into(folder, prepare(name, profile, seed), progress)
+        model = _load_cached(folder)
+    return model.eval()
+
+
+def metrics(name: str, profile="book", seed: int | None = None) -> dict:
+    """The run's record (training is triggered if needed): per-epoch ``history``, ``test`` metrics,
+    ``train_minutes``, ``recipe``, ``pixel_range`` of the inputs the model expects."""
+    load(name, profile, seed, progress=True)
+    return json.loads((entry_dir(name, profile, seed) / RECORD).read_text())
+
+
+def checkpoints(name: str, profile="book", seed: int | None = None) -> dict[int, Path]:
+    """Epoch -> checkpoint folder of the scheduled snapshots (for the feature-evolution chapter);
+    open one with ``zfkit.train.load_checkpoint(path).build()``."""
+    load(name, profile, seed, progress=True)
+    folder = entry_dir(name, profile, seed)
+    return {int(p.name.removeprefix("epoch_")): p for p in sorted(folder.glob("epoch_[0-9][0-9][0-9]"))}
+
+
+def _load_cached(folder: Path, expected: dict | None = None) -> nn.Module | None:
+    """The cached model, or None when absent. An entry that is damaged, or stale (its architecture,
+    recipe or input range differs from ``expected``), is removed with a warning, for retraining."""
+    if not (folder / RECORD).is_file():
+        return None
+    try:
+        record = json.loads((folder / RECORD).read_text())
+        stale = [key for key, value in (expected or {}).items() if record.get(key) != json.loads(json.dumps(value))]
+        if stale:
+            raise CheckpointError(f"stale: {' and '.join(stale)} changed since it was trained")
+        return load_checkpoint(folder / "last").build()
+    except (CheckpointError, FileNotFoundError, ValueError) as e:
+        warnings.warn(f"discarding zoo entry {folder} ({e}); it will be retrained", RuntimeWarning, stacklevel=3)
+        _discard(folder)
+        return None
+
+
+def _train_into(folder: Path, run: Prepared, progress: bool) -> None:
+    """Train in a temporary sibling folder, record the test metrics, then rename it into place."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".tmp-{folder.name}-{uuid.uuid4().hex[:8]}")
+    try:
+        started = time.perf_counter()
+        result = fit(run.model, run.train, run.val, run.recipe, tmp, progress=progress)
+        minutes = (time.perf_counter() - started) / 60
+        test = evaluate(result.model, run.test, run.recipe.eval_batch_size, ten_crop=run.test_ten_crop)
+        atomic_write_bytes(tmp / RECORD, json.dumps(run_record(run, result.history, test, minutes), indent=1).encode())
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another process finished the same entry first: keep theirs
+            if not (folder / RECORD).is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_record(run: Prepared, history: list[dict], test: dict, minutes: float) -> dict:
+    """What ``run.json`` says about a finished run (written last: its presence marks the run complete)."""
+    spec = getattr(run.model, "spec", None)
+    return {"name": run.name, "profile": run.profile.name, "seed": run.recipe.seed,
+            "about": ENTRIES[run.name].about if run.name in ENTRIES else run.name, "pixel_range": run.pixel_range,
+            "arch": spec.to_dict() if spec is not None else None, "recipe": asdict(run.recipe), "train_minutes": minutes, "test": {"accuracy": 1 - test["top1_err"], **test},
+            "sizes": {"train": len(run.train), "val": len(run.val), "test": len(run.test)}, "history": history}
+
+
+def _discard(folder: Path) -> None:
+    """Move aside, then delete: a half-deleted entry is never mistaken for an intact one."""
+    trash = folder.with_name(f".tmp-discard-{folder.name}-{uuid.uuid4().hex[:8]}")
+    os.replace(folder, trash)
+    shutil.rmtree(trash, ignore_errors=True)
