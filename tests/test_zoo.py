@@ -86,7 +86,7 @@ def test_stale_entry_is_retrained(trained, cache, monkeypatch):
 
 
 def test_unknown_names_and_profiles_list_the_valid_ones():
-    with pytest.raises(ValueError, match="choose one of zfnet-mini, alexnet-mini, zfnet-mini-clip, zfnet-mini-noclip"):
+    with pytest.raises(ValueError, match="choose one of zfnet-mini, alexnet-mini, zfnet-mini-short, alexnet-mini-short, zfnet-mini-clip, zfnet-mini-noclip"):
         zoo.load("resnet", "ci")
     with pytest.raises(ValueError, match="choose one of ci, book, paper"):
         zoo.load("zfnet-mini", "huge")
@@ -170,3 +170,12 @@ def test_clipping_pair_differs_only_in_clipping():
     assert clip.recipe.differences(noclip.recipe) == ["feature_scale_clipping: False -> True"]
     assert _same(clip.model, noclip.model)
     assert clip.pixel_range == 255.0 and clip.train.images.abs().max() > 100  # the paper's [-128, 128] range
+
+
+def test_short_budget_entries_shrink_only_the_book_run():
+    short, full = zoo.prepare("alexnet-mini-short", "book"), zoo.prepare("alexnet-mini", "book")
+    assert (len(short.train), short.recipe.epochs) == zoo.SHORT_BUDGET
+    assert len(full.train) == 55_000 and full.recipe.epochs == 10
+    assert len(short.test) == len(full.test) == 10_000  # scored on the same full test split
+    ci = zoo.prepare("alexnet-mini-short", "ci")
+    assert len(ci.train) == len(zoo.prepare("alexnet-mini", "ci").train)  # ci is already small
