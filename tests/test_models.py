@@ -208,3 +208,13 @@ def test_torchvision_models_resolve_by_module():
     assert isinstance(layer.module, torch.nn.ReLU) and layer.index == 11
     assert models.describe(tv, (3, 224, 224)).row("features.12").output_shape == (256, 6, 6)
     assert receptive_field(tv, tv.features[10], (3, 224, 224)).size == 163
+
+
+def test_ensemble_averages_the_members_softmax():
+    torch.manual_seed(0)
+    members = [models.zfnet_mini(width=0.25).eval() for _ in range(3)]
+    x = torch.randn(4, 1, 32, 32)
+    expected = torch.stack([m(x).softmax(1) for m in members]).mean(0)
+    assert torch.allclose(models.Ensemble(members)(x).softmax(1), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="at least one"):
+        models.Ensemble([])

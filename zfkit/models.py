@@ -29,6 +29,7 @@ __all__ = [
     "describe",
     "LayerRow",
     "Description",
+    "Ensemble",
 ]
 
 
@@ -170,6 +171,23 @@ def init_paper(model: nn.Module, std: float = 1e-2) -> nn.Module:
 def build(spec: ArchSpec) -> ConvNet:
     """Build a network from its spec (the inverse of ``model.spec``)."""
     return ConvNet(spec)
+
+
+class Ensemble(nn.Module):
+    """Several trained networks as one: the log of their averaged softmax (Table 2's "5 convnets").
+
+    Returning log-probabilities keeps it a drop-in model: ``softmax`` of the output is the average.
+    """
+
+    def __init__(self, members: Sequence[nn.Module]):
+        super().__init__()
+        if len(members) == 0:
+            raise ValueError("an Ensemble needs at least one member model")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = torch.stack([m(x).softmax(dim=1) for m in self.members]).mean(0)
+        return probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
 
 
 # ---------------------------------------------------------------- the paper's networks (224x224)
