@@ -11,13 +11,7 @@ from zfkit import models
 from zfkit.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, which only contend on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny(width=0.125):

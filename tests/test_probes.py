@@ -12,13 +12,7 @@ from zfkit.probes import features, few_shot_curve, linear_probe, train_scratch
 from zfkit.topk import layer_activations
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: on a busy 2-core machine a second OpenMP thread makes each op ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -27,14 +27,7 @@ def tiny_recipe(**kw):
     return Recipe(**{"epochs": 2, "batch_size": 16, "lr": 0.05, "eval_batch_size": 32, "device": "cpu", **kw})
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a loaded 2-core machine OpenMP threads that
-    wait for each other make a step ~50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,7 @@ from zfkit import train, zoo
 from zfkit.__main__ import main
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small models gain little from 2 threads, which contend badly on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

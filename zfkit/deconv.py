@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import check_images
 from .layers import Layer, resolve
 
 __all__ = ["Deconvnet", "RULES"]
@@ -77,7 +78,7 @@ class Deconvnet:
         selections go down together (memory).
         """
         target = self._target(layer)
-        self._check_images(images)
+        check_images(images, self.model)
         records, acts = self._forward(images, target.index)
         channels = self._channels(channels, acts.shape[1])
         if mode not in ("max", "map"):
@@ -108,19 +109,6 @@ class Deconvnet:
             raise ValueError(f"layer {target.name!r} is in model.{target.part}; Deconvnet projects layers of "
                              "model.features (conv1 … pool5)")
         return target
-
-    def _check_images(self, images) -> None:
-        if not isinstance(images, torch.Tensor) or images.dim() != 4:
-            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-            raise ValueError(f"images must be a batch (B, C, H, W), got {shape}; use x.unsqueeze(0) for one image")
-        if not torch.is_floating_point(images):
-            raise ValueError(f"images must be floating point, got {images.dtype}; convert with x.float()")
-        if not torch.isfinite(images).all():
-            raise ValueError("images contain NaN or infinite pixels; clean or clamp them first")
-        first = next(m for m in self.model.features if isinstance(m, nn.Conv2d))
-        if images.shape[1] != first.in_channels:
-            raise ValueError(f"images have {images.shape[1]} channel(s) but the model's first convolution "
-                             f"takes {first.in_channels}")
 
     @staticmethod
     def _channels(channels, n: int) -> torch.Tensor:

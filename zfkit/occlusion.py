@@ -27,10 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import check_images
 from .deconv import Deconvnet
 from .layers import resolve
 
-__all__ = ["OcclusionResult", "occlusion", "APPROXIMATE_RATIO", "BATCH_ELEMENTS"]
+__all__ = ["OcclusionResult", "occlusion", "APPROXIMATE_RATIO", "BATCH_ELEMENTS", "covered", "DropOverlap", "drop_overlap",
+           "ObjectSensitivity", "object_sensitivity"]
 
 APPROXIMATE_RATIO = 0.4  # window cap used by approximate=True, as a fraction of each map's side
 BATCH_ELEMENTS = 2**23  # default batch: positions whose largest window tensor holds about this many numbers
@@ -83,7 +85,7 @@ def occlusion(model: nn.Module, image: torch.Tensor, target: int, patch: int, st
     if target_layer.part != "features":
         raise ValueError(f"layer {target_layer.name!r} is in model.{target_layer.part}; occlusion maps the activity of a "
                          "feature map of model.features (e.g. 'conv5')")
-    _check_image(model, image)
+    check_images(image, model, batched=False)
     h, w = image.shape[-2:]
     patch, stride = _index(patch, "patch", 1), _index(stride, "stride", 1)
     if batch_size is not None:
@@ -139,24 +141,6 @@ def _index(value, name: str, low: int, high: int | None = None) -> int:
         allowed = f"an int in {low} … {high}" if high is not None else f"an int >= {low}"
         raise ValueError(f"{name} must be {allowed}, got {value!r}")
     return value
-
-
-def _check_image(model: nn.Module, image) -> None:
-    if not isinstance(image, torch.Tensor) or image.dim() != 3:
-        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-        raise ValueError(f"image must be one (C, H, W) tensor, got {shape}; pass images[i], not a batch")
-    if not torch.is_floating_point(image):
-        raise ValueError(f"image must be floating point, got {image.dtype}; convert with image.float()")
-    if not torch.isfinite(image).all():
-        raise ValueError("image contains NaN or infinite pixels; clean or clamp it first")
-    first = next((m for m in model.features if isinstance(m, nn.Conv2d)), None)
-    if first is not None and image.shape[0] != first.in_channels:
-        raise ValueError(f"image has {image.shape[0]} channel(s) but the model's first convolution takes "
-                         f"{first.in_channels}; convert the image (e.g. grey <-> RGB)")
-    size = getattr(model, "input_size", None)
-    if size is not None and tuple(image.shape[-2:]) != (size, size):
-        raise ValueError(f"the model expects {size}x{size} images, got {image.shape[-2]}x{image.shape[-1]}; "
-                         f"resize or pad the image to {size}x{size}")
 
 
 def _ratio(approximate) -> float | None:
@@ -308,3 +292,80 @@ def _macs(model, modules, cache, rows, cols) -> int:
             h, w = (cache[i + 1].shape[-2:] if rows is None else (rows[i].size, cols[i].size))
             total += h * w * m.out_channels * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
     return total + sum(m.in_features * m.out_features for m in model.classifier.modules() if isinstance(m, nn.Linear))
+
+
+# ---------------------------------------------------------------- reading a sweep (§4.2's two claims)
+
+def covered(result: OcclusionResult, weights: torch.Tensor) -> torch.Tensor:
+    """Sum of ``weights`` (H, W) under the occluder at each position of ``result``: (n_y, n_x).
+
+    Puts pixel-space quantities (a projection's magnitude, an object mask) on the sweep's grid,
+    so they can be compared position by position with the activity and probability maps.
+    """
+    if not isinstance(weights, torch.Tensor) or weights.dim() != 2:
+        raise ValueError(f"weights must be one (H, W) map, got {getattr(weights, 'shape', type(weights).__name__)}")
+    if weights.shape != result.projection.shape[-2:]:
+        raise ValueError(f"weights are {tuple(weights.shape)} but the occluded image is {tuple(result.projection.shape[-2:])}")
+    box = torch.ones(1, 1, result.patch, result.patch, dtype=torch.float64, device=weights.device)
+    sums = F.conv2d(weights.double()[None, None], box)[0, 0]  # every top-left corner with the patch inside
+    return sums[result.ys][:, result.xs].to(torch.float32)
+
+
+@dataclass(frozen=True)
+class DropOverlap:
+    """Where activity drops against where the projection lies, on the sweep's grid.
+
+    ``iou`` compares the ``top`` fraction of positions with the largest activity drop with the
+    same number of positions whose occluder covers most of the projection's magnitude.
+    ``chance`` is the IoU two such sets would have if placed independently at random; a control
+    that keeps the spatial prior of centred objects is an other image's projection (``projection=``).
+    """
+
+    iou: float
+    chance: float
+    correlation: float  # Pearson, drop map against covered-projection map; NaN if either is constant
+
+
+def drop_overlap(result: OcclusionResult, projection: torch.Tensor | None = None, top: float = 0.25) -> DropOverlap:
+    """How well the positions where ``result.activity`` drops most match those covering the projection.
+
+    ``projection`` (C, H, W) defaults to ``result.projection``, the strongest map's own projection.
+    """
+    projection = result.projection if projection is None else projection
+    if not isinstance(projection, torch.Tensor) or projection.dim() != 3:
+        raise ValueError(f"projection must be (C, H, W), got {getattr(projection, 'shape', type(projection).__name__)}")
+    if not 0 < top <= 1:
+        raise ValueError(f"top must be a fraction in (0, 1], got {top!r}")
+    drop = (result.base_activity - result.activity).flatten()
+    coverage = covered(result, projection.abs().sum(0)).flatten()
+    n = len(drop)
+    k = max(1, round(top * n))
+    a, b = _largest(drop, k), _largest(coverage, k)
+    inter = k * k / n  # expected intersection of two independent random k-subsets of n
+    correlation = float(torch.corrcoef(torch.stack([drop, coverage]))[0, 1]) if n > 1 else math.nan
+    return DropOverlap(float((a & b).sum() / (a | b).sum()), inter / (2 * k - inter), correlation)
+
+
+def _largest(values: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean mask of the ``k`` largest values; ties broken by position, so results are deterministic."""
+    mask = torch.zeros(len(values), dtype=torch.bool)
+    mask[torch.argsort(values, descending=True, stable=True)[:k]] = True
+    return mask
+
+
+@dataclass(frozen=True)
+class ObjectSensitivity:
+    """Does hiding the object hurt the classifier? Read from one sweep and the object's mask."""
+
+    largest_drop: float  # 1 - min p(target) / p(target) unoccluded: 1 = the worst occluder kills it
+    worst_on_object: bool  # the most damaging occluder covers at least ``on`` of its area with object
+    on_object_share: float  # share of all positions that do: the chance level of ``worst_on_object``
+
+
+def object_sensitivity(result: OcclusionResult, object_mask: torch.Tensor, on: float = 0.5) -> ObjectSensitivity:
+    """§4.2's localisation test for one image: ``object_mask`` (H, W) marks the object's pixels."""
+    share = covered(result, object_mask.float()) / result.patch ** 2
+    on_object = share >= on
+    worst = int(result.prob.flatten().argmin())
+    drop = 1 - float(result.prob.min()) / result.base_prob if result.base_prob > 0 else 0.0
+    return ObjectSensitivity(drop, bool(on_object.flatten()[worst]), float(on_object.float().mean()))
