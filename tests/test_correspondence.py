@@ -123,3 +123,107 @@ def test_random_masks_bad_input():
         random_masks(masks, objects[0])
     with pytest.raises(ValueError, match=r"masks\[0\] is empty"):
         random_masks(torch.zeros_like(masks), objects)
+
+
+# ---------------------------------------------------------------- parts located from silhouettes (Fig. 8)
+
+def _centre(mask: torch.Tensor) -> tuple[int, int]:
+    rows, cols = mask.nonzero(as_tuple=True)
+    return int(rows.float().mean()), int(cols.float().mean())
+
+
+def _boot(mirror: bool = False) -> torch.Tensor:
+    """A 32x32 display image of an L-shaped boot: shaft on the left (rows 4-27, cols 4-11), foot to col 27."""
+    image = torch.zeros(1, 1, 32, 32)
+    image[..., 4:28, 4:12] = 0.8
+    image[..., 20:28, 4:28] = 0.6
+    return image.flip(-1) if mirror else image
+
+
+def test_boot_parts_sit_at_heel_toe_and_shaft_and_follow_a_mirrored_boot():
+    from zfkit.correspondence import part_masks
+
+    masks = part_masks(_boot(), "Ankle boot", size=5)
+    assert set(masks) == {"heel", "toe", "top of shaft"}
+    assert all(m.shape == (1, 32, 32) and m.sum() == 25 for m in masks.values())
+    # box rows and cols 4-27: heel (0.9, 0.05) -> (24.7, 5.15), nearest pixel (25, 5); toe (0.9, 0.95)
+    # -> (25, 26); top of shaft (0.05, 0.2) -> (5.15, 8.6) -> (5, 9)
+    assert _centre(masks["heel"][0]) == (25, 5)
+    assert _centre(masks["toe"][0]) == (25, 26)
+    assert _centre(masks["top of shaft"][0]) == (5, 9)
+    flipped = part_masks(_boot(mirror=True), "Ankle boot", size=5)
+    for part in masks:
+        assert torch.equal(flipped[part], masks[part].flip(-1)), part
+
+
+def test_a_part_on_background_moves_to_the_nearest_object_pixel():
+    from zfkit.correspondence import part_masks
+
+    image = torch.zeros(1, 1, 20, 20)
+    image[..., 2:18, 2:18] = 1.0
+    image[..., 2:6, 8:12] = 0.0  # a collar notch where the collar's fraction (0, 0.5) points
+    collar = part_masks(image, "T-shirt/top", size=3)["collar"][0]
+    y, x = _centre(collar)
+    assert image[0, 0, y, x] == 1.0 and y == 2 and x in (7, 12)  # the notch's nearest object pixels
+
+
+def test_masks_stay_inside_the_image():
+    from zfkit.correspondence import part_masks
+
+    image = torch.zeros(1, 1, 16, 16)
+    image[..., 0:16, 0:16] = 1.0  # the object fills the image: corner parts would cross the border
+    for mask in part_masks(image, "Trouser", size=6).values():
+        assert mask.sum() == 36
+
+
+@pytest.mark.parametrize("args, words", [
+    ((torch.ones(1, 1, 8, 8), "Dress"), "no part layout for class 'Dress'"),
+    ((torch.zeros(2, 1, 8, 8), "Trouser"), "image 0 has no pixel"),
+    ((torch.ones(1, 8, 8), "Trouser"), "display images"),
+])
+def test_part_masks_bad_input(args, words):
+    from zfkit.correspondence import part_masks
+
+    with pytest.raises(ValueError, match=words):
+        part_masks(*args)
+    with pytest.raises(ValueError, match="size must be"):
+        part_masks(torch.ones(1, 1, 8, 8), "Trouser", size=9)
+
+
+def test_part_table_has_a_row_per_part_and_the_paper_alongside():
+    from zfkit.correspondence import PAPER_TABLE1, part_table
+
+    torch.manual_seed(0)
+    model = models.zfnet_mini(width=0.5).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.05)
+    display = torch.cat([_boot(), _boot(mirror=True), _boot()]) * torch.tensor([1.0, 0.9, 0.7])[:, None, None, None]
+    table = part_table(model, display - 0.3, display, "Ankle boot", draws=2, size=4)
+    assert table.layers == ["conv5", "fc7"] and list(table.parts) == ["heel", "toe", "top of shaft"]
+    assert len(table.random["conv5"].pairs) == 2 * 3  # two draws of the 3 image pairs
+    parts_mean = sum(d["fc7"].mean for d in table.parts.values()) / 3
+    assert table.gap("fc7") == pytest.approx(table.random["fc7"].mean - parts_mean)
+    markdown = table._repr_markdown_()
+    assert markdown.count("\n") == 5 and "| heel |" in markdown and "| Right Eye |" in markdown
+    assert f"{PAPER_TABLE1['Random'][0][0]:.3f} ± {PAPER_TABLE1['Random'][0][1]:.3f}" in markdown
+    with pytest.raises(ValueError, match="draws"):
+        part_table(model, display, display, "Ankle boot", draws=0)
+
+
+def test_part_summary_pools_cases_and_relative_gaps():
+    from zfkit.correspondence import Delta, PartTable, part_summary
+
+    def table(parts, random):
+        delta = lambda m: {"conv5": Delta(torch.tensor([m]), m, 0.0)}  # noqa: E731
+        return PartTable("x", ["conv5"], {f"p{i}": delta(m) for i, m in enumerate(parts)}, delta(random))
+
+    tables = [table([0.1, 0.3, 0.2], 0.25), table([0.4, 0.5], 0.5)]
+    s = part_summary(tables, "conv5")
+    assert (s.below, s.cases) == (3, 5) and s.share == pytest.approx(0.6)  # 0.1, 0.2 and 0.4
+    # gaps relative to random: (0.25 - 0.2) / 0.25 = 0.2 and (0.5 - 0.45) / 0.5 = 0.1
+    assert s.relative_gap == pytest.approx(0.15)
+    with pytest.raises(ValueError, match="not in every table"):
+        part_summary(tables, "fc7")
+    with pytest.raises(ValueError, match="at least one"):
+        part_summary([], "conv5")

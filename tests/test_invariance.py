@@ -120,10 +120,72 @@ def test_bad_amounts_are_explained(mini, kind, amounts, words):
     (dict(labels=[1, 2]), "3 integer class indices"),
     (dict(labels=[0, 1, 10]), r"labels must lie in 0 … 9"),
     (dict(layers=["conv9"]), "unknown layer 'conv9'"),
-    (dict(images=torch.zeros(1, 32, 32)), r"\(N, C, H, W\)"),
+    (dict(images=torch.zeros(1, 32, 32)), r"\(B, C, H, W\)"),
 ])
 def test_bad_input_is_explained(mini, kwargs, words):
     model, images, labels = mini
     args = dict(model=model, images=images, labels=labels, kind="rotate", amounts=[10], layers=["conv1"]) | kwargs
     with pytest.raises(ValueError, match=words):
         invariance(**args)
+
+
+# ---------------------------------------------------------------- reading a sweep: magnitude, growth, symmetry
+
+def _sweep(kind, amounts, distances):
+    """An InvarianceResult whose layer "fc7" has the given normalised distances, (images, amounts)."""
+    from zfkit.invariance import InvarianceResult
+
+    d = torch.as_tensor(distances, dtype=torch.float32)
+    return InvarianceResult(kind, torch.as_tensor(amounts, dtype=torch.float32), {"fc7": d}, {"fc7": d},
+                            torch.ones_like(d), torch.zeros(len(d), dtype=torch.long))
+
+
+def test_magnitude_is_the_distance_from_the_identity():
+    from zfkit.invariance import magnitude
+
+    assert magnitude("translate", [-2, 0, 3]).tolist() == [2, 0, 3]
+    assert magnitude("scale", [0.5, 1, 2]).tolist() == pytest.approx([0.6931, 0, 0.6931], abs=1e-4)
+    assert magnitude("rotate", [0, 10, 350, 180, -90]).tolist() == [0, 10, 10, 180, 90]
+
+
+def test_growth_of_a_straight_line_and_of_a_curve_that_flattens():
+    from zfkit.invariance import growth
+
+    amounts = [-4, -2, 0, 2, 4]
+    line = growth(_sweep("translate", amounts, [[0.2, 0.1, 0.0, 0.1, 0.2], [0.4, 0.2, 0.0, 0.2, 0.4]]), "fc7")
+    assert line.magnitudes.tolist() == [2, 4] and line.distance.tolist() == pytest.approx([0.15, 0.3])
+    assert line.steepness == pytest.approx(1.0) and line.linearity == pytest.approx(1.0)
+    steep = growth(_sweep("translate", [0, 1, 2, 3, 4], [[0.0, 0.8, 0.9, 0.95, 1.0], [0.0, 0.8, 0.9, float("nan"), 1.0]]), "fc7")
+    assert steep.steepness == pytest.approx(0.8 / 1.0 * 4) and steep.linearity < 0.9
+    assert steep.distance[2] == pytest.approx(0.95)  # the NaN (an all-zero original feature) is skipped
+
+
+def test_growth_bad_input():
+    from zfkit.invariance import growth
+
+    with pytest.raises(ValueError, match="sweep has fc7"):
+        growth(_sweep("translate", [0, 1, 2], [[0, 1, 2]]), "conv1")
+    with pytest.raises(ValueError, match="two non-zero"):
+        growth(_sweep("rotate", [0, 10, 350], [[0, 1, 1]]), "fc7")
+
+
+def test_rotational_symmetry_is_high_for_a_disc_and_low_for_a_bar():
+    from zfkit.invariance import rotational_symmetry
+
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    disc = (((yy - 15.5) ** 2 + (xx - 15.5) ** 2) < 100).float()
+    bar = torch.zeros(32, 32)
+    bar[14:18, 2:30] = 1.0
+    sym = rotational_symmetry(torch.stack([disc, bar])[:, None])
+    assert sym[0] > 0.95 and sym[1] < 0.5
+    assert rotational_symmetry(bar[None, None], angles=[180]).item() == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(ValueError, match="batch"):
+        rotational_symmetry(bar)
+
+
+def test_growth_pools_shrinking_and_enlarging_by_the_same_ratio():
+    from zfkit.invariance import growth
+
+    amounts = [1 / 1.2, 1 / 1.1, 1.0, 1.1, 1.2]  # float32 in the result: 1 / 1.1 is not exactly -log(1.1) away
+    g = growth(_sweep("scale", amounts, [[0.4, 0.2, 0.0, 0.2, 0.4]]), "fc7")
+    assert len(g.magnitudes) == 2 and g.distance.tolist() == pytest.approx([0.2, 0.4])

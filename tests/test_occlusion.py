@@ -1,5 +1,6 @@
 """The incremental occlusion engine against full recomputation (one forward pass per occluded image)."""
 
+import re
 from functools import cache
 
 import pytest
@@ -209,3 +210,71 @@ def test_unsupported_layer_is_named():
     model = _Stack(nn.Sequential(nn.Conv2d(1, 2, 3), nn.AvgPool2d(2)), 2 * 7 * 7).eval()
     with pytest.raises(ValueError, match="AvgPool2d"):
         occlusion(model, torch.zeros(1, 16, 16), 0, 4, 4, layer=model.features[0])
+
+
+# ---------------------------------------------------------------- reading a sweep: covered, drop_overlap, object_sensitivity
+
+def _sweep_result(activity, prob, patch=2, size=5, base_activity=10.0, base_prob=0.8, projection=None):
+    """A hand-made OcclusionResult on a size x size image, stride 1 (positions 0 … size - patch)."""
+    from zfkit.occlusion import OcclusionResult
+
+    n = size - patch + 1
+    activity, prob = torch.as_tensor(activity, dtype=torch.float32), torch.as_tensor(prob, dtype=torch.float32)
+    projection = torch.zeros(1, size, size) if projection is None else projection
+    return OcclusionResult(activity.view(n, n), prob.view(n, n), torch.zeros(n, n, dtype=torch.long), 0, projection,
+                           torch.arange(n), torch.arange(n), patch, "conv5", 0, base_activity, base_prob, 0, 0)
+
+
+def test_covered_sums_the_weights_under_each_square():
+    from zfkit.occlusion import covered
+
+    r = _sweep_result(torch.zeros(16), torch.zeros(16))  # 5x5 image, 2x2 patch: 4x4 positions
+    assert torch.equal(covered(r, torch.ones(5, 5)), torch.full((4, 4), 4.0))
+    dot = torch.zeros(5, 5)
+    dot[2, 3] = 1.0  # covered by squares with top-left rows 1-2, columns 2-3
+    expected = torch.zeros(4, 4)
+    expected[1:3, 2:4] = 1.0
+    assert torch.equal(covered(r, dot), expected)
+    with pytest.raises(ValueError, match="occluded image is"):
+        covered(r, torch.ones(4, 4))
+
+
+def test_drop_overlap_is_one_where_the_drop_follows_the_projection_and_zero_elsewhere():
+    from zfkit.occlusion import drop_overlap
+
+    projection = torch.zeros(1, 5, 5)
+    projection[0, 0:2, 0:2] = -3.0  # sign does not matter: the magnitude is where it lies
+    coverage = torch.tensor([[4, 2, 0, 0], [2, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]], dtype=torch.float32) * 3
+    r = _sweep_result(10.0 - coverage, torch.zeros(16), projection=projection)
+    match = drop_overlap(r, top=0.25)  # k = 4 of 16 positions: the top-left 2x2 block in both maps
+    assert match.iou == 1.0 and match.correlation == pytest.approx(1.0)
+    assert match.chance == pytest.approx(1 / 7)  # expected intersection 4*4/16 = 1, IoU 1 / (4 + 4 - 1)
+    elsewhere = torch.zeros(1, 5, 5)
+    elsewhere[0, 3:, 3:] = 1.0
+    miss = drop_overlap(r, projection=elsewhere, top=0.25)
+    assert miss.iou == 0.0 and miss.correlation < 0
+
+
+def test_object_sensitivity_finds_the_worst_place_and_its_chance_level():
+    from zfkit.occlusion import object_sensitivity
+
+    prob = torch.full((16,), 0.8)
+    prob[5] = 0.2  # position (1, 1): the square over rows/columns 1-2
+    r = _sweep_result(torch.zeros(16), prob)
+    obj = torch.zeros(5, 5, dtype=torch.bool)
+    obj[1:3, 1:3] = True  # only the square at (1, 1) is wholly on the object
+    s = object_sensitivity(r, obj, on=0.5)
+    assert s.largest_drop == pytest.approx(0.75) and s.worst_on_object
+    # squares with >= 2 of 4 object pixels: (0,1), (1,0), (1,1), (1,2), (2,1)
+    assert s.on_object_share == pytest.approx(5 / 16)
+    assert object_sensitivity(r, ~obj, on=0.5).worst_on_object is False
+    saturated = _sweep_result(torch.zeros(16), torch.full((16,), 0.8))  # p never falls below its unoccluded 0.8
+    assert object_sensitivity(saturated, obj).worst_on_object is None
+
+
+@pytest.mark.parametrize("kwargs, words", [({"top": 0.0}, "fraction"), ({"projection": torch.zeros(5, 5)}, "(C, H, W)")])
+def test_drop_overlap_bad_input(kwargs, words):
+    from zfkit.occlusion import drop_overlap
+
+    with pytest.raises(ValueError, match=re.escape(words)):
+        drop_overlap(_sweep_result(torch.zeros(16), torch.zeros(16)), **kwargs)

@@ -112,3 +112,74 @@ def test_grating_figure_draws_input_and_each_layer():
     layers = [arch.first_layer(models.alexnet_mini()), arch.first_layer(models.zfnet_mini())]
     fig = viz.draw_grating_responses(0.2, layers)
     assert len(fig.axes[0].lines) == 3
+
+
+def _occlusion_result(stride: int):
+    from zfkit.occlusion import occlusion
+
+    torch.manual_seed(0)
+    model = models.zfnet_mini(width=0.25).eval()
+    return occlusion(model, torch.randn(1, 32, 32), 2, 8, stride)
+
+
+def test_occlusion_row_has_the_five_panels_of_fig7():
+    result = _occlusion_result(stride=4)
+    fig = viz.draw_occlusion(result, torch.rand(1, 32, 32), classes=[f"class {i}" for i in range(10)])
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles[0] == "(a) class 2" and titles[1] == f"(b) conv5 map {result.channel} activity"
+    assert titles[2:] == ["(c) its projection", "(d) p(class 2)", "(e) most probable class"]
+    # the occluder is drawn where p(correct) is lowest
+    worst = int(result.prob.flatten().argmin())
+    square = fig.axes[0].patches[0]
+    assert square.get_xy() == (int(result.xs[worst % 7]) - 0.5, int(result.ys[worst // 7]) - 0.5) and square.get_width() == 8
+    # maps on the image's pixel frame: cells centred on occluder centres 3.5, 7.5, ..., 27.5
+    b = next(ax for ax in fig.axes if ax.get_title().startswith("(b)"))
+    assert b.images[0].get_array().shape == (7, 7) and b.images[0].get_extent() == [1.5, 29.5, 29.5, 1.5]
+    e = next(ax for ax in fig.axes if ax.get_title().startswith("(e)"))
+    legend = [t.get_text() for t in e.get_legend().get_texts()]
+    assert legend == [f"class {c}" for c in sorted(set(result.top_class.flatten().tolist()))]
+    assert fig._suptitle.get_text() == "7x7 occluder positions"
+
+
+def test_occlusion_row_reflects_the_stride_and_shows_other_images():
+    result = _occlusion_result(stride=2)
+    fig = viz.draw_occlusion(result, torch.rand(1, 32, 32), others=torch.randn(4, 1, 12, 12))
+    assert fig._suptitle.get_text() == "13x13 occluder positions"
+    others = next(ax for ax in fig.axes if ax.get_title() == "(c) map on other images")
+    assert others.images[0].get_array().shape == (25, 25)  # 2x2 tiles of 12 px with a 1 px gutter
+    d = next(ax for ax in fig.axes if ax.get_title().startswith("(d)"))
+    assert d.images[0].get_array().shape == (13, 13) and d.images[0].get_clim() == (0, 1)
+
+
+def test_invariance_figure_has_a_row_per_sweep_and_a_curve_per_example():
+    from zfkit.invariance import invariance
+
+    torch.manual_seed(0)
+    model = models.zfnet_mini(width=0.25).eval()
+    images, labels = torch.randn(7, 1, 32, 32), torch.arange(7)
+    sweeps = [invariance(model, images, labels, "translate", [-2, 0, 2]),
+              invariance(model, images, labels, "rotate", [0, 90, 180, 270])]
+    fig = viz.draw_invariance(sweeps, images, examples=5, classes=list("abcdefghij"), strip=3)
+    assert len(fig.axes) == 2 * 4
+    conv1 = fig.axes[1]
+    assert conv1.get_title() == "conv1: distance / norm" and len(conv1.lines) == 6  # 5 examples + the mean
+    assert conv1.lines[-1].get_label() == "mean of 7"
+    assert [t.get_text() for t in fig.axes[3].get_legend().get_texts()] == ["a", "b", "c", "d", "e", "mean of 7"]
+    strip = fig.axes[4].images[0].get_array()  # 5 images x 3 rotations of 32 px, 1 px gutters
+    assert strip.shape == (5 * 33 - 1, 3 * 33 - 1)
+    assert "rotation (degrees): 0, 180, 270" in fig.axes[4].get_xlabel()
+    with pytest.raises(ValueError, match="at least one sweep"):
+        viz.draw_invariance([], images)
+
+
+def test_masks_figure_has_the_original_then_a_column_per_mask():
+    images = torch.rand(3, 1, 8, 8)
+    part = torch.zeros(3, 8, 8, dtype=torch.bool)
+    part[:, :2, :2] = True
+    fig = viz.draw_masks(images, {"corner": part, "all": torch.ones_like(part)}, display=lambda x: x / 2 + 0.25, fill=0.0)
+    assert len(fig.axes) == 9 and [ax.get_title() for ax in fig.axes[:3]] == ["original", "corner", "all"]
+    assert fig.axes[3].get_title() == ""  # titles on the first row only
+    corner = fig.axes[4].images[0].get_array()  # second image with its corner set to the fill, then displayed
+    assert np.allclose(corner[:2, :2], 0.25) and np.allclose(corner[2:, 2:], images[1, 0, 2:, 2:] / 2 + 0.25)
+    with pytest.raises(ValueError, match="at least one"):
+        viz.draw_masks(images, {})

@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import ipywidgets  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
@@ -200,3 +201,67 @@ def test_layer_explorer_follows_its_controls():
     assert "conv3 map 5" in explorer.figure.subfigs[0]._suptitle.get_text()
     with pytest.raises(ValueError, match="out of range"):
         LayerExplorer(model, ds, layers=("conv1",), channel=99)
+
+
+@pytest.fixture(scope="module")
+def occlusion_setup():
+    from zfkit.data import TensorImages
+
+    torch.manual_seed(0)
+    model = models.zfnet_mini(width=0.25).eval()
+    ds = TensorImages(torch.randn(4, 1, 32, 32), torch.tensor([3, 1, 4, 1]), tuple("abcdefghij"),
+                      mean=torch.full((1, 32, 32), 0.5))
+    return model, ds
+
+
+def _map(fig: Figure, title_start: str):
+    ax = next(a for a in fig.axes if a.get_title().startswith(title_start))
+    return ax.images[0].get_array()
+
+
+def test_occlusion_explorer_follows_image_patch_and_stride(occlusion_setup):
+    model, ds = occlusion_setup
+    explorer = widgets.OcclusionExplorer(model, ds, index=0, patch=8, stride=4)
+    fig = explorer.redraw()
+    assert _map(fig, "(b)").shape == _map(fig, "(d)").shape == (7, 7)  # range(0, 25, 4)
+    assert fig._suptitle.get_text() == "7x7 occluder positions" and "(d) p(d)" in [a.get_title() for a in fig.axes]
+    explorer.controls["stride"].value = 2
+    assert _map(explorer.figure, "(b)").shape == (13, 13) and explorer.result.ys.tolist() == list(range(0, 25, 2))
+    explorer.controls["patch"].value = 16
+    assert _map(explorer.figure, "(e)").shape == (9, 9) and explorer.result.patch == 16
+    explorer.controls["index"].value = 2
+    assert "(a) e" in [a.get_title() for a in explorer.figure.axes] and explorer.result.target == 4
+    # the image panel shows display pixels: the model input plus the dataset's mean image
+    shown = explorer.figure.axes[0].images[0].get_array()
+    assert np.allclose(shown, (ds.images[2, 0] + 0.5).clamp(0, 1).numpy(), atol=1e-6)
+
+
+def test_occlusion_explorer_reuses_sweeps(occlusion_setup, monkeypatch):
+    model, ds = occlusion_setup
+    explorer = widgets.OcclusionExplorer(model, ds, stride=8)
+    first = explorer.result
+    explorer.controls["stride"].value = 4
+    explorer.controls["stride"].value = 8
+    assert explorer.result is first
+
+
+def test_occlusion_explorer_shows_the_static_figure_first(occlusion_setup, recorder):
+    model, ds = occlusion_setup
+    explorer = widgets.OcclusionExplorer(model, ds, stride=8)
+    explorer.show(live=True)
+    assert isinstance(recorder.shown[0], Figure) and isinstance(recorder.shown[1], ipywidgets.Box)
+    explorer.controls["patch"].value = 4
+    assert recorder.updates == [explorer.figure] and _map(recorder.updates[0], "(b)").shape == (4, 4)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"index": 4}, "index must be an int in 0 … 3"),
+    ({"patch": 33}, "patch must be an int in 1 … 32"),
+    ({"stride": 0}, "stride must be an int in 1 … 32"),
+])
+def test_occlusion_explorer_bad_arguments(occlusion_setup, kwargs, words):
+    model, ds = occlusion_setup
+    with pytest.raises(ValueError, match=words):
+        widgets.OcclusionExplorer(model, ds, **kwargs)
+    with pytest.raises(ValueError, match="TensorImages"):
+        widgets.OcclusionExplorer(model, [(torch.zeros(1, 32, 32), 0)])

@@ -173,3 +173,12 @@ def test_short_budget_entries_shrink_only_the_book_run():
     assert len(short.test) == len(full.test) == 10_000  # scored on the same full test split
     ci = zoo.prepare("alexnet-mini-short", "ci")
     assert len(ci.train) == len(zoo.prepare("alexnet-mini", "ci").train)  # ci is already small
+
+
+def test_incomplete_entry_folder_is_discarded(cache):
+    folder = cache / "ci" / "older-layout"
+    folder.mkdir(parents=True)
+    (folder / "leftover.txt").write_text("an older layout")
+    with pytest.warns(RuntimeWarning, match="incomplete"):
+        assert zoo._load_cached(folder) is None
+    assert not folder.exists()

@@ -25,7 +25,8 @@ from torch import nn
 from .invariance import capture
 from .layers import resolve
 
-__all__ = ["Delta", "CorrespondenceResult", "correspondence", "sign_disagreement", "random_masks"]
+__all__ = ["Delta", "CorrespondenceResult", "correspondence", "sign_disagreement", "random_masks", "PARTS",
+           "silhouettes", "part_masks", "PartTable", "part_table", "PAPER_TABLE1", "PartSummary", "part_summary"]
 
 
 @dataclass
@@ -80,16 +81,17 @@ def correspondence(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, 
 
 
 def _delta(model, images, draws: torch.Tensor, layers, fill: float) -> dict[str, Delta]:
-    """Δ per layer for masks ``draws`` (R, N, H, W), pairs pooled over the R draws."""
-    pairs: dict[str, list[torch.Tensor]] = {}
-    for masks in draws:
-        masked = torch.where(masks[:, None], torch.as_tensor(fill, dtype=images.dtype), images)
-        feats, _ = capture(model, torch.cat([images, masked]), layers)
-        for name, f in feats.items():
-            pairs.setdefault(name, []).append(sign_disagreement(f[:len(images)] - f[len(images):]))
+    """Δ per layer for masks ``draws`` (R, N, H, W), pairs pooled over the R draws.
+
+    One forward pass holds the originals and every masked copy: fewer, larger batches, and the
+    features a mask cannot reach are computed the same way on both sides, so their ε is exactly 0.
+    """
+    n = len(images)
+    masked = torch.where(draws[:, :, None], torch.as_tensor(fill, dtype=images.dtype), images)  # (R, N, C, H, W)
+    feats, _ = capture(model, torch.cat([images, masked.flatten(0, 1)]), layers)
     out = {}
-    for name, p in pairs.items():
-        p = torch.cat(p)
+    for name, f in feats.items():
+        p = torch.cat([sign_disagreement(f[:n] - f[n * (r + 1):n * (r + 2)]) for r in range(len(draws))])
         out[name] = Delta(p, float(p.mean()), float(p.std()) if len(p) > 1 else 0.0)
     return out
 
@@ -137,3 +139,146 @@ def random_masks(masks: torch.Tensor, object_masks: torch.Tensor, seed: int = 0)
         y, x = centres[torch.randint(len(centres), (1,), generator=generator)][0].tolist()
         out[i] = mask.roll((y - cy, x - cx), dims=(0, 1))
     return out
+
+
+# ---------------------------------------------------------------- parts located automatically (Fig. 8)
+
+#: Display-pixel level above which a pixel belongs to the object (Fashion-MNIST's background is exactly 0).
+SILHOUETTE_THRESHOLD = 0.05
+
+#: Where each class's parts lie in the object's bounding box, as (row, column) fractions where 0 is
+#: the top or left edge and 1 the bottom or right edge. Left and right are the image's. Shoes are
+#: written with the heel on the left and mirrored when an image's shaft or ankle opening is on the right.
+PARTS: dict[str, dict[str, tuple[float, float]]] = {
+    "Ankle boot": {"heel": (0.9, 0.05), "toe": (0.9, 0.95), "top of shaft": (0.05, 0.2)},
+    "Sneaker": {"heel": (0.75, 0.02), "toe": (0.85, 0.98), "ankle opening": (0.05, 0.25)},
+    "T-shirt/top": {"left sleeve": (0.2, 0.03), "right sleeve": (0.2, 0.97), "collar": (0.0, 0.5)},
+    "Pullover": {"left cuff": (0.95, 0.03), "right cuff": (0.95, 0.97), "collar": (0.0, 0.5)},
+    "Shirt": {"left cuff": (0.95, 0.03), "right cuff": (0.95, 0.97), "collar": (0.0, 0.5)},
+    "Coat": {"left cuff": (0.95, 0.03), "right cuff": (0.95, 0.97), "collar": (0.0, 0.5)},
+    "Trouser": {"waistband": (0.0, 0.5), "left hem": (1.0, 0.1), "right hem": (1.0, 0.9)},
+}
+_SHOES = ("Ankle boot", "Sneaker")
+
+
+def silhouettes(images: torch.Tensor, threshold: float = SILHOUETTE_THRESHOLD) -> torch.Tensor:
+    """Object pixels (N, H, W) of display images (N, C, H, W) in [0, 1] (``dataset.display(x)``)."""
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        raise ValueError("images must be display images (N, C, H, W) in [0, 1]; use dataset.display(x)")
+    return images.mean(1) > threshold
+
+
+def part_masks(images: torch.Tensor, class_name: str, size: int = 6,
+               threshold: float = SILHOUETTE_THRESHOLD) -> dict[str, torch.Tensor]:
+    """Square masks (N, H, W) of side ``size`` over each part of :data:`PARTS` [class_name].
+
+    The rule, per display image (N, C, H, W) in [0, 1]: threshold it into a silhouette, take the
+    silhouette's bounding box, put each part at its fixed fraction of the box (mirrored for shoes
+    whose top third leans right: the shaft marks the heel's side), move it to the nearest object
+    pixel (a collar notch or a gap between trouser legs is background), and centre the square
+    there, shifted inside the image if it would cross the border.
+    """
+    if class_name not in PARTS:
+        raise ValueError(f"no part layout for class {class_name!r}; known classes: {', '.join(PARTS)}")
+    objects = silhouettes(images, threshold)
+    h, w = objects.shape[-2:]
+    if not isinstance(size, int) or not 1 <= size <= min(h, w):
+        raise ValueError(f"size must be an int in 1 … {min(h, w)} (the mask's side in pixels), got {size!r}")
+    masks = {part: torch.zeros_like(objects) for part in PARTS[class_name]}
+    for i, obj in enumerate(objects):
+        rows, cols = obj.nonzero(as_tuple=True)
+        if len(rows) == 0:
+            raise ValueError(f"image {i} has no pixel above {threshold}: no object to find parts on")
+        top, bottom, left, right = int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())
+        upper = cols[rows <= top + (bottom - top) / 3].float()
+        mirrored = class_name in _SHOES and float(upper.mean()) > (left + right) / 2
+        for part, (fy, fx) in PARTS[class_name].items():
+            y, x = top + fy * (bottom - top), left + (1 - fx if mirrored else fx) * (right - left)
+            nearest = int(((rows - y) ** 2 + (cols - x) ** 2).argmin())
+            y0 = min(max(int(rows[nearest]) - size // 2, 0), h - size)
+            x0 = min(max(int(cols[nearest]) - size // 2, 0), w - size)
+            masks[part][i, y0:y0 + size, x0:x0 + size] = True
+    return masks
+
+
+# ---------------------------------------------------------------- Table 1 for one class
+
+#: Table 1 of the ECCV paper (5 dog images), the mean and std of Δ at layers 5 and 7.
+PAPER_TABLE1 = {
+    "Right Eye": ((0.067, 0.007), (0.069, 0.015)),
+    "Left Eye": ((0.069, 0.007), (0.068, 0.013)),
+    "Nose": ((0.079, 0.017), (0.069, 0.011)),
+    "Random": ((0.107, 0.017), (0.073, 0.014)),
+}
+
+
+@dataclass
+class PartTable:
+    """Table 1 for one class: Δ per part and for random parts of the object, per layer.
+
+    Shows as Markdown with the paper's rows alongside (its three face parts beside our three
+    parts in order, random beside random; its layers 5 and 7 beside our first two layers).
+    """
+
+    class_name: str
+    layers: list[str]
+    parts: dict[str, dict[str, Delta]]  # part -> layer -> Δ
+    random: dict[str, Delta]  # layer -> Δ over all random draws
+
+    def gap(self, layer: str) -> float:
+        """Random Δ minus the parts' mean Δ at ``layer``: positive when parts correspond more tightly."""
+        return self.random[layer].mean - sum(d[layer].mean for d in self.parts.values()) / len(self.parts)
+
+    def _repr_markdown_(self) -> str:
+        faces = list(PAPER_TABLE1.items())[:-1]
+        beside = [faces[i] if i < len(faces) else ("", None) for i in range(len(self.parts))]
+        beside.append(("Random", PAPER_TABLE1["Random"]))
+        lines = [f"| {self.class_name}: masked part | " + " | ".join(self.layers) + " | paper: location | layer 5 | layer 7 |",
+                 "|" + "---|" * (len(self.layers) + 4)]
+        for (part, deltas), (location, numbers) in zip([*self.parts.items(), ("random", self.random)], beside):
+            cited = " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in numbers) if numbers else " | "
+            lines.append(f"| {part} | " + " | ".join(str(deltas[layer]) for layer in self.layers) + f" | {location} | {cited} |")
+        return "\n".join(lines)
+
+
+def part_table(model: nn.Module, images: torch.Tensor, display: torch.Tensor, class_name: str,
+               layers: Sequence[str | nn.Module] = ("conv5", "fc7"), size: int = 6, draws: int = 10,
+               seed: int = 0, fill: float = 0.0) -> PartTable:
+    """Table 1 for ``images`` (N, C, H, W, model input) of one class, ``display`` their [0, 1] pixels.
+
+    Parts come from :func:`part_masks`; the random row pools ``draws`` placements of the first
+    part's masks by :func:`random_masks` (seeds ``seed`` … ``seed + draws - 1``).
+    """
+    if not isinstance(draws, int) or draws < 1:
+        raise ValueError(f"draws must be a positive int (random placements per image), got {draws!r}")
+    masks = part_masks(display, class_name, size)
+    results = {part: correspondence(model, images, m, layers, fill) for part, m in masks.items()}
+    first, objects = next(iter(masks.values())), silhouettes(display)
+    baseline = torch.stack([random_masks(first, objects, seed + r) for r in range(draws)])
+    return PartTable(class_name, next(iter(results.values())).layers, {part: r.delta for part, r in results.items()},
+                     _delta(model, images, baseline, layers, fill))
+
+
+@dataclass(frozen=True)
+class PartSummary:
+    """Table 1's comparison pooled over several tables (classes, image sets) at one layer."""
+
+    below: int  # (table, part) cases whose Δ is below that table's random Δ
+    cases: int
+    relative_gap: float  # mean over tables of (random Δ - mean part Δ) / random Δ; the paper's is 0.33 (layer 5)
+
+    @property
+    def share(self) -> float:
+        return self.below / self.cases
+
+
+def part_summary(tables: Sequence[PartTable], layer: str) -> PartSummary:
+    """How often parts beat random placements at ``layer``, and by how much relative to the random score
+    (relative, so layers with different numbers and sparsity of features compare on one scale)."""
+    if not tables:
+        raise ValueError("part_summary needs at least one PartTable")
+    if any(layer not in t.random for t in tables):
+        raise ValueError(f"layer {layer!r} is not in every table; the tables have {', '.join(tables[0].layers)}")
+    below = sum(d[layer].mean < t.random[layer].mean for t in tables for d in t.parts.values())
+    cases = sum(len(t.parts) for t in tables)
+    return PartSummary(below, cases, sum(t.gap(layer) / t.random[layer].mean for t in tables) / len(tables))

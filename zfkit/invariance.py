@@ -18,10 +18,13 @@ import torchvision.transforms.v2.functional as TF
 from torch import nn
 from torchvision.transforms import InterpolationMode
 
+from .checks import check_images
 from .layers import resolve
 
-__all__ = ["KINDS", "InvarianceResult", "invariance", "transform", "capture"]
+__all__ = ["KINDS", "InvarianceResult", "invariance", "transform", "capture", "magnitude", "Growth", "growth",
+           "rotational_symmetry"]
 
+#: The transformations, with the meaning of their amounts.
 KINDS = {"translate": "vertical shift in pixels (positive = down)", "scale": "zoom factor (1 = unchanged)",
          "rotate": "angle in degrees (positive = counter-clockwise)"}
 
@@ -92,10 +95,7 @@ def invariance(model: nn.Module, images: torch.Tensor, labels, kind: str, amount
     bounds how many images go through the model together.
     """
     _check_kind(kind)
-    if not isinstance(images, torch.Tensor) or images.dim() != 4 or not torch.is_floating_point(images):
-        raise ValueError("images must be a floating-point batch (N, C, H, W); use x.unsqueeze(0) for one image")
-    if not torch.isfinite(images).all():
-        raise ValueError("images contain NaN or infinite pixels; clean or clamp them first")
+    check_images(images, model)
     labels = torch.as_tensor(labels).reshape(-1)
     if labels.dtype.is_floating_point or labels.dtype == torch.bool or len(labels) != len(images):
         raise ValueError(f"labels must be {len(images)} integer class indices (one per image), got {labels.tolist()}")
@@ -152,3 +152,61 @@ def _check_amount(kind: str, amount, height: int) -> None:
         raise ValueError(f"scale factor {amount} shrinks a {height}-pixel image to nothing; use a factor >= {0.5 / height:.3g}")
     if kind == "rotate" and abs(amount) > 360:
         raise ValueError(f"rotation {amount} degrees is out of range; use angles in [-360, 360]")
+
+
+# ---------------------------------------------------------------- reading a sweep (§4.4's claims)
+
+def magnitude(kind: str, amounts) -> torch.Tensor:
+    """How far each amount is from the identity: the absolute shift in pixels (translate), the
+    absolute log of the factor (scale), or the angle to the nearest full turn in degrees (rotate:
+    350 degrees is 10 away)."""
+    _check_kind(kind)
+    a = torch.as_tensor(amounts, dtype=torch.float64).reshape(-1)
+    if kind == "translate":
+        return a.abs()
+    if kind == "scale":
+        return a.log().abs()
+    turn = a.remainder(360)
+    return torch.minimum(turn, 360 - turn)
+
+
+@dataclass(frozen=True)
+class Growth:
+    """How one layer's normalised distance grows with the transformation, averaged over the images."""
+
+    magnitudes: torch.Tensor  # the distinct non-zero magnitudes, ascending
+    distance: torch.Tensor  # mean normalised distance at each (amounts of equal magnitude averaged)
+    steepness: float  # (d_first / d_last) / (m_first / m_last): 1 on a line through 0, > 1 if it rises early and flattens
+    linearity: float  # R² of the least-squares line through the origin (1 = quasi-linear)
+
+
+def growth(result: InvarianceResult, layer: str) -> Growth:
+    """The shape of ``layer``'s distance curve: the paper's "dramatic effect" of small
+    transformations on layer 1 against the quasi-linear growth it reports for layer 7."""
+    if layer not in result.normalized:
+        raise ValueError(f"layer {layer!r} was not measured; the sweep has {', '.join(result.normalized)}")
+    m = magnitude(result.kind, result.amounts).round(decimals=4)  # factors 1.1 and 1 / 1.1 share a magnitude
+    d = result.normalized[layer].double().nanmean(0)
+    sizes = m[m > 0].unique()
+    if len(sizes) < 2:
+        raise ValueError("growth needs at least two non-zero transformation magnitudes in the sweep")
+    mean = torch.stack([d[m == s].mean() for s in sizes])
+    slope = (sizes * mean).sum() / (sizes * sizes).sum()
+    r2 = 1 - ((mean - slope * sizes) ** 2).sum() / ((mean - mean.mean()) ** 2).sum()
+    steepness = (mean[0] / mean[-1]) / (sizes[0] / sizes[-1])
+    return Growth(sizes.float(), mean.float(), float(steepness), float(r2))
+
+
+def rotational_symmetry(images: torch.Tensor, angles: Sequence[float] = tuple(range(30, 360, 30))) -> torch.Tensor:
+    """Per image (N, C, H, W), the mean correlation between its pixels and their rotations by ``angles``.
+
+    Use display pixels (background 0, which rotation also fills in): 1 for a disc, low for a bar.
+    This is the "rotational symmetry" the paper credits for an output that survives rotation.
+    Correlation, not plain cosine similarity: with all pixels non-negative, any large centred
+    blob would overlap its rotations and look symmetric.
+    """
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        raise ValueError("images must be a batch (N, C, H, W) of display pixels")
+    centred = lambda x: x.flatten(1) - x.flatten(1).mean(1, keepdim=True)  # noqa: E731
+    sims = [torch.cosine_similarity(centred(transform(images, "rotate", float(a))), centred(images), dim=1) for a in angles]
+    return torch.stack(sims).mean(0)

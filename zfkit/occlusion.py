@@ -34,8 +34,10 @@ from .layers import resolve
 __all__ = ["OcclusionResult", "occlusion", "APPROXIMATE_RATIO", "BATCH_ELEMENTS", "covered", "DropOverlap", "drop_overlap",
            "ObjectSensitivity", "object_sensitivity"]
 
-APPROXIMATE_RATIO = 0.4  # window cap used by approximate=True, as a fraction of each map's side
-BATCH_ELEMENTS = 2**23  # default batch: positions whose largest window tensor holds about this many numbers
+#: Window cap used by ``approximate=True``, as a fraction of each map's side.
+APPROXIMATE_RATIO = 0.4
+#: The default batch holds as many positions as keep the largest window tensor near this many numbers.
+BATCH_ELEMENTS = 2**23
 _POINTWISE = (nn.ReLU, nn.LeakyReLU, nn.LocalResponseNorm, nn.Dropout, nn.Identity, nn.BatchNorm2d)
 
 
@@ -358,7 +360,8 @@ class ObjectSensitivity:
     """Does hiding the object hurt the classifier? Read from one sweep and the object's mask."""
 
     largest_drop: float  # 1 - min p(target) / p(target) unoccluded: 1 = the worst occluder kills it
-    worst_on_object: bool  # the most damaging occluder covers at least ``on`` of its area with object
+    worst_on_object: bool | None  # the most damaging occluder covers at least ``on`` of its area with object;
+    # None when no position lowers p(target) at all (a saturated softmax), so there is no worst place
     on_object_share: float  # share of all positions that do: the chance level of ``worst_on_object``
 
 
@@ -368,4 +371,5 @@ def object_sensitivity(result: OcclusionResult, object_mask: torch.Tensor, on: f
     on_object = share >= on
     worst = int(result.prob.flatten().argmin())
     drop = 1 - float(result.prob.min()) / result.base_prob if result.base_prob > 0 else 0.0
-    return ObjectSensitivity(drop, bool(on_object.flatten()[worst]), float(on_object.float().mean()))
+    worst_on_object = bool(on_object.flatten()[worst]) if float(result.prob.min()) < result.base_prob else None
+    return ObjectSensitivity(drop, worst_on_object, float(on_object.float().mean()))

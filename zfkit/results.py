@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from numbers import Integral, Real
 from pathlib import Path
 
-__all__ = ["notebook_dir", "save_results", "load_results", "Verdict", "verdict_table"]
+__all__ = ["notebook_dir", "save_results", "load_results", "Verdict", "VerdictTable", "verdict_table"]
 
 
 def notebook_dir(chapter: str) -> Path:
@@ -107,7 +107,7 @@ class Verdict:
         return {True: "reproduced", False: "not reproduced", None: "inconclusive"}[self.holds]
 
 
-class _VerdictTable(list):
+class VerdictTable(list):
     """Renders as a Markdown table in notebooks and the book; ``records()`` for the results JSON."""
 
     def _repr_markdown_(self) -> str:
@@ -124,8 +124,8 @@ class _VerdictTable(list):
         return [{**asdict(v), "verdict": v.verdict} for v in self]
 
 
-def verdict_table(rows: Sequence[Verdict]) -> _VerdictTable:
+def verdict_table(rows: Sequence[Verdict]) -> VerdictTable:
     """The closing table of a chapter, computed from its measurements."""
     if not rows or not all(isinstance(r, Verdict) for r in rows):
         raise ValueError("verdict_table takes a non-empty list of zfkit.results.Verdict rows")
-    return _VerdictTable(rows)
+    return VerdictTable(rows)

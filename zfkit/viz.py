@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib.axes import Axes
+from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
-from matplotlib.patches import Polygon, Rectangle
+from matplotlib.image import AxesImage
+from matplotlib.patches import Patch, Polygon, Rectangle
 from torch import nn
 
 from .arch import FirstLayer, grating_response
+from .invariance import InvarianceResult, transform
 from .models import Description, describe
+from .occlusion import OcclusionResult
 from .rf import receptive_field
 
 __all__ = [
@@ -36,6 +40,9 @@ __all__ = [
     "draw_grating_responses",
     "draw_panels",
     "draw_evolution",
+    "draw_occlusion",
+    "draw_invariance",
+    "draw_masks",
 ]
 
 LAYER_COLOURS = ("#ffd400", "#ff7f0e", "#e6194b", "#3cb44b", "#4363d8", "#911eb4", "#42d4f4", "#f032e6")
@@ -301,3 +308,136 @@ def draw_evolution(evolutions: Sequence, size: float = 0.7) -> Figure:
                 axes[r, e].set_title(f"ep {epoch}", fontsize=7)
         axes[r, 0].set_ylabel(f"{evo.layer}\n#{evo.channels[m]}", fontsize=6, rotation=0, ha="right", va="center")
     return fig
+
+
+# ---------------------------------------------------------------- Fig. 7: occlusion
+
+CLASS_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+                 "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")  # matplotlib's tab10
+
+
+def _mosaic(tiles: torch.Tensor, ncols: int, normalize: bool | None = True) -> np.ndarray:
+    """Tiles (K, C, h, w) in one image, row by row, with 1-pixel white gutters; by default each
+    is normalised on its own (projections have arbitrary sign and scale)."""
+    shown = [to_display(t, normalize=normalize) for t in tiles]
+    h, w = shown[0].shape[:2]
+    nrows = math.ceil(len(shown) / ncols)
+    out = np.ones((nrows * (h + 1) - 1, ncols * (w + 1) - 1) + shown[0].shape[2:])
+    for i, tile in enumerate(shown):
+        r, c = divmod(i, ncols)
+        out[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = tile
+    return out
+
+
+def _occlusion_map(ax: Axes, result: OcclusionResult, values: torch.Tensor, image_size: tuple[int, int], **imshow) -> AxesImage:
+    """``values`` (n_y, n_x) drawn over the image's pixel frame, each cell centred on its occluder's centre."""
+    centre = (result.patch - 1) / 2
+    ys, xs = result.ys.double() + centre, result.xs.double() + centre
+    step_y = float(ys[1] - ys[0]) if len(ys) > 1 else float(result.patch)
+    step_x = float(xs[1] - xs[0]) if len(xs) > 1 else float(result.patch)
+    extent = (float(xs[0]) - step_x / 2, float(xs[-1]) + step_x / 2, float(ys[-1]) + step_y / 2, float(ys[0]) - step_y / 2)
+    artist = ax.imshow(values.detach().cpu().numpy(), extent=extent, interpolation="nearest", **imshow)
+    ax.set_xlim(-0.5, image_size[1] - 0.5)
+    ax.set_ylim(image_size[0] - 0.5, -0.5)
+    ax.set_facecolor("0.85")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return artist
+
+
+def draw_occlusion(result: OcclusionResult, image: torch.Tensor, classes: Sequence[str] | None = None,
+                   others: torch.Tensor | None = None, size: float = 1.9) -> Figure:
+    """One row of Fig. 7 from a :class:`zfkit.occlusion.OcclusionResult`.
+
+    The panels: ``image`` (C, H, W, display pixels) with the occluder at its most damaging
+    position; the total activity of the strongest feature map; that map's deconv projection
+    (and, given ``others`` (K, C, h, w), the same map projected from other images); p(correct
+    class); the most probable class with a legend. Maps are placed on the image's pixel frame,
+    each cell at the centre of its occluder.
+    """
+    name = (lambda c: classes[c]) if classes is not None else str  # noqa: E731
+    height, width = image.shape[-2:]
+    panels = 5 + (others is not None)
+    fig, axes = new_figure(1, panels, figsize=(size * panels + 1.6, size + 0.5))
+    worst = int(result.prob.flatten().argmin())
+    y, x = int(result.ys[worst // len(result.xs)]), int(result.xs[worst % len(result.xs)])
+    show_image(axes[0], image, f"(a) {name(result.target)}")
+    axes[0].add_patch(Rectangle((x - 0.5, y - 0.5), result.patch, result.patch, facecolor="0.5", edgecolor="#ffd400"))
+    axes[0].set_xlabel(f"{result.patch}x{result.patch} occluder (worst place)", fontsize=7)
+    activity = _occlusion_map(axes[1], result, result.activity, (height, width), cmap="viridis")
+    fig.colorbar(activity, ax=axes[1], shrink=0.8).ax.tick_params(labelsize=6)
+    axes[1].set_title(f"(b) {result.layer} map {result.channel} activity", fontsize=9)
+    show_image(axes[2], result.projection, "(c) its projection", normalize=True)
+    if others is not None:
+        show_image(axes[3], _mosaic(others, math.ceil(math.sqrt(len(others)))), "(c) map on other images")
+    prob = _occlusion_map(axes[-2], result, result.prob, (height, width), cmap="viridis", vmin=0, vmax=1)
+    fig.colorbar(prob, ax=axes[-2], shrink=0.8).ax.tick_params(labelsize=6)
+    axes[-2].set_title(f"(d) p({name(result.target)})", fontsize=9)
+    present = sorted(set(result.top_class.flatten().tolist()))
+    colours = [CLASS_COLOURS[c % len(CLASS_COLOURS)] for c in range(max(present) + 1)]
+    _occlusion_map(axes[-1], result, result.top_class, (height, width), cmap=ListedColormap(colours),
+                   vmin=-0.5, vmax=len(colours) - 0.5)
+    axes[-1].set_title("(e) most probable class", fontsize=9)
+    axes[-1].legend(handles=[Patch(color=colours[c], label=name(c)) for c in present], loc="upper left",
+                    bbox_to_anchor=(1.02, 1), fontsize=7, frameon=False)
+    fig.suptitle(f"{len(result.ys)}x{len(result.xs)} occluder positions", fontsize=9)
+    return fig
+
+
+# ---------------------------------------------------------------- Fig. 5: invariance
+
+SWEEP_LABELS = {"translate": "vertical shift (px)", "scale": "scale factor", "rotate": "rotation (degrees)"}
+
+
+def draw_invariance(sweeps: Sequence[InvarianceResult], images: torch.Tensor,
+                    display: Callable[[torch.Tensor], torch.Tensor] | None = None, examples: int = 5,
+                    layers: Sequence[str] = ("conv1", "fc7"), classes: Sequence[str] | None = None,
+                    strip: int = 5, size: float = 2.3) -> Figure:
+    """Fig. 5: a row per :class:`zfkit.invariance.InvarianceResult` (translation, scale, rotation).
+
+    Column 1: the first ``examples`` of ``images`` (the sweep's model inputs) at ``strip`` amounts
+    across the sweep, through ``display`` (e.g. ``dataset.display``) when given. Then, per layer,
+    the distance to the untransformed features relative to their norm, and p(true label): thin
+    coloured lines for the examples, a thick black line for the mean over every image swept.
+    """
+    if len(sweeps) == 0:
+        raise ValueError("draw_invariance needs at least one sweep")
+    show = display if display is not None else (lambda x: x)
+    fig, axes = new_figure(len(sweeps), 2 + len(layers), figsize=(size * (2.4 + len(layers)), size * len(sweeps)),
+                           squeeze=False, width_ratios=(1.4, *([1] * (len(layers) + 1))))
+    colours = [CLASS_COLOURS[i % len(CLASS_COLOURS)] for i in range(examples)]
+    for row, sweep in zip(axes, sweeps):
+        picks = sorted(set(np.linspace(0, len(sweep.amounts) - 1, strip).round().astype(int).tolist()))
+        amounts = [float(sweep.amounts[i]) for i in picks]
+        tiles = torch.stack([show(transform(images[:examples], sweep.kind, a)) for a in amounts], 1).flatten(0, 1)
+        show_image(row[0], _mosaic(tiles, len(picks), normalize=None))
+        row[0].set_xlabel(f"{SWEEP_LABELS[sweep.kind]}: " + ", ".join(f"{a:.3g}" for a in amounts), fontsize=7)
+        curves = [(sweep.normalized[layer], f"{layer}: distance / norm") for layer in layers] + [(sweep.prob, "p(true class)")]
+        for ax, (values, title) in zip(row[1:], curves):
+            x = sweep.amounts.numpy()
+            for i in range(min(examples, len(values))):
+                label = classes[int(sweep.labels[i])] if classes is not None else f"image {i}"
+                ax.plot(x, values[i].numpy(), color=colours[i], linewidth=1, label=label)
+            ax.plot(x, values.double().nanmean(0).numpy(), color="k", linewidth=2.2, label=f"mean of {len(values)}")
+            ax.set_title(title, fontsize=8)
+            ax.set_xlabel(SWEEP_LABELS[sweep.kind], fontsize=7)
+            ax.tick_params(labelsize=6)
+        row[-1].set_ylim(-0.02, 1.02)
+    axes[0, -1].legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=7, frameon=False)
+    return fig
+
+
+# ---------------------------------------------------------------- Fig. 8: masked parts
+
+def draw_masks(images: torch.Tensor, masks: dict[str, torch.Tensor],
+               display: Callable[[torch.Tensor], torch.Tensor] | None = None, fill: float = 0.0, size: float = 1.1) -> Figure:
+    """Fig. 8's layout: a row per image (N, C, H, W, model input), the intact image first, then a
+    column per entry of ``masks`` (name -> (N, H, W) bool) with those pixels set to ``fill``
+    (model-input space; 0.0 is the dataset mean), shown through ``display`` when given."""
+    if not masks:
+        raise ValueError("draw_masks needs at least one set of masks")
+    show = display if display is not None else (lambda x: x)
+    columns = [images] + [torch.where(m[:, None], torch.as_tensor(fill, dtype=images.dtype), images) for m in masks.values()]
+    tiles = torch.stack([show(c) for c in columns], 1).flatten(0, 1)
+    titles = ["original", *masks] + [""] * (len(tiles) - len(columns))
+    return image_grid(tiles, ncols=len(columns), titles=titles, size=size, normalize=None if display else True)

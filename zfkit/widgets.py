@@ -21,9 +21,10 @@ from torch import nn
 from . import viz
 from .layers import layer_names
 from .models import describe
+from .occlusion import OcclusionResult, occlusion
 from .rf import ReceptiveField, receptive_field
 
-__all__ = ["Controls", "Explorer", "ReceptiveFieldExplorer", "LayerExplorer"]
+__all__ = ["Controls", "Explorer", "ReceptiveFieldExplorer", "LayerExplorer", "OcclusionExplorer"]
 
 
 def _in_kernel() -> bool:
@@ -244,3 +245,49 @@ class LayerExplorer(Explorer):
     def render(self) -> Figure:
         panel = self.panel_for(self.controls["layer"].value, self.controls["channel"].value)
         return viz.draw_panels([panel], labels=self.classes, size=1.0)
+
+
+class OcclusionExplorer(Explorer):
+    """Pick an image of ``dataset``, the occluder's size and its stride; see Fig. 7's row for it.
+
+    ``dataset`` is a :class:`zfkit.data.TensorImages` (model inputs, labels, ``display`` for
+    pixels); the target is each image's true label. Every sweep is kept, so going back to an
+    earlier setting redraws without recomputing.
+    """
+
+    def __init__(self, model: nn.Module, dataset, index: int = 0, patch: int = 8, stride: int = 2, layer: str = "conv5"):
+        images = getattr(dataset, "images", None)
+        if not isinstance(images, torch.Tensor) or images.dim() != 4:
+            raise ValueError("dataset must hold its model inputs as .images (N, C, H, W) and labels as .targets, "
+                             "like zfkit.data.TensorImages")
+        side = min(images.shape[-2:])
+        for name, value, high in (("index", index, len(images) - 1), ("patch", patch, side), ("stride", stride, side)):
+            low = 0 if name == "index" else 1
+            if not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"{name} must be an int in {low} … {high}, got {value!r}")
+        self.model, self.dataset, self.layer = model, dataset, layer
+        self.classes = getattr(dataset, "classes", None)
+        self._sweeps: dict[tuple[int, int, int], OcclusionResult] = {}
+        style = {"continuous_update": False}
+        super().__init__({
+            "index": ipywidgets.BoundedIntText(value=index, min=0, max=len(images) - 1, description="image"),
+            "patch": ipywidgets.IntSlider(value=patch, min=1, max=side, description="occluder", **style),
+            "stride": ipywidgets.IntSlider(value=stride, min=1, max=side, description="stride", **style),
+        })
+
+    @property
+    def result(self) -> OcclusionResult:
+        """The occlusion sweep for the current controls (computed once per setting)."""
+        key = tuple(self.controls[name].value for name in ("index", "patch", "stride"))
+        if key not in self._sweeps:
+            index, patch, stride = key
+            self._sweeps[key] = occlusion(self.model, self.dataset.images[index], int(self.dataset.targets[index]),
+                                          patch, stride, layer=self.layer)
+        return self._sweeps[key]
+
+    def render(self) -> Figure:
+        index = self.controls["index"].value
+        image = self.dataset.images[index]
+        display = getattr(self.dataset, "display", None)
+        pixels = display(image[None])[0] if display is not None else image
+        return viz.draw_occlusion(self.result, pixels, classes=self.classes)

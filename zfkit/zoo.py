@@ -294,6 +294,9 @@ def _load_cached(folder: Path, expected: dict | None = None) -> nn.Module | None
     """The cached model, or None when absent. An entry that is damaged, or stale (its architecture,
     recipe or input range differs from ``expected``), is removed with a warning, for retraining."""
     if not (folder / RECORD).is_file():
+        if folder.exists():  # a folder without a record is not a finished run (e.g. an older layout)
+            warnings.warn(f"discarding incomplete zoo entry {folder}; it will be retrained", RuntimeWarning, stacklevel=3)
+            _discard(folder)
         return None
     try:
         record = json.loads((folder / RECORD).read_text())
