@@ -251,10 +251,15 @@ def _unpool_targets(switches, in_width, s, p, nw, img, top, left, h, w) -> torch
 
 
 def _paste(g: torch.Tensor, top, left, size) -> torch.Tensor:
-    """Place each selection's input-level window into a zero image of ``size``."""
+    """Place each selection's input-level window into a zero image of ``size``.
+
+    Window positions outside the image carry no signal (zeroed after each padded convolution), so
+    they are clamped onto the border and added there as zeros; no padded canvas is needed.
+    """
     n, c, h, w = g.shape
-    out = g.new_zeros(n, c, size[0] + 2 * h, size[1] + 2 * w)  # margin so windows never fall off
-    rows = (top + h)[:, None] + torch.arange(h)
-    cols = (left + w)[:, None] + torch.arange(w)
-    out[torch.arange(n)[:, None, None], :, rows[:, :, None], cols[:, None, :]] = g.permute(0, 2, 3, 1)
-    return out[:, :, h:h + size[0], w:w + size[1]]
+    rows = (top[:, None] + torch.arange(h)).clamp(0, size[0] - 1)
+    cols = (left[:, None] + torch.arange(w)).clamp(0, size[1] - 1)
+    out = g.new_zeros(n, size[0], size[1], c)
+    out.index_put_((torch.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]), g.permute(0, 2, 3, 1),
+                   accumulate=True)
+    return out.permute(0, 3, 1, 2)
