@@ -8,16 +8,6 @@ import torch
 from zfkit import arch, models
 
 
-@pytest.fixture(scope="module")
-def zf():
-    return models.zfnet()
-
-
-@pytest.fixture(scope="module")
-def alex():
-    return models.alexnet()
-
-
 def test_map_sizes_follow_fig3_with_ceil_pooling(zf):
     # Fig. 3: 224 -> 110 -> 55 -> 26 -> 13 -> 13 -> 13 -> 6
     assert arch.map_sizes(zf) == {"conv1": 110, "pool1": 55, "conv2": 26, "pool2": 13,

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from zfkit import models
 from zfkit.correspondence import correspondence, random_masks, sign_disagreement
+from helpers import random_mini
 
 
 class _Identity(nn.Module):
@@ -52,11 +52,7 @@ def test_opposite_signs_disagree():
 
 
 def test_identical_images_and_masks_give_zero():
-    torch.manual_seed(0)
-    model = models.zfnet_mini(width=0.5).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.05)
+    model = random_mini()
     images = torch.randn(1, 1, 32, 32).repeat(4, 1, 1, 1)
     masks = torch.zeros(4, 32, 32, dtype=torch.bool)
     masks[:, 10:18, 12:20] = True
@@ -193,11 +189,7 @@ def test_part_masks_bad_input(args, words):
 def test_part_table_has_a_row_per_part_and_the_paper_alongside():
     from zfkit.correspondence import PAPER_TABLE1, part_table
 
-    torch.manual_seed(0)
-    model = models.zfnet_mini(width=0.5).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.05)
+    model = random_mini()
     display = torch.cat([_boot(), _boot(mirror=True), _boot()]) * torch.tensor([1.0, 0.9, 0.7])[:, None, None, None]
     table = part_table(model, display - 0.3, display, "Ankle boot", draws=2, size=4)
     assert table.layers == ["conv5", "fc7"] and list(table.parts) == ["heel", "toe", "top of shaft"]

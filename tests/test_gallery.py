@@ -9,14 +9,11 @@ from zfkit.deconv import Deconvnet
 from zfkit.gallery import Panel, coherence, evolution, label_diversity, top_projections
 from zfkit.rf import receptive_field
 from zfkit.topk import layer_activations
+from helpers import random_mini
 
 
 def test_panels_hold_the_top_images_their_projections_and_patches():
-    torch.manual_seed(0)
-    model = models.zfnet_mini(width=0.5).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.05)
+    model = random_mini()
     ds = TensorImages(torch.randn(40, 1, 32, 32), torch.arange(40) % 10, tuple("0123456789"))
     panels = top_projections(model, ds, "conv2", channels=[1, 4], k=5, progress=False)
     field = receptive_field(model, "conv2")

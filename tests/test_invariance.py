@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from zfkit import models
 from zfkit.invariance import invariance, transform
+from helpers import random_mini
 
 
 class _Tiny(nn.Module):
@@ -40,11 +40,7 @@ def _shift_down(x, a):
 
 @pytest.fixture(scope="module")
 def mini():
-    torch.manual_seed(0)
-    model = models.zfnet_mini(width=0.5).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.05)
+    model = random_mini()
     return model, torch.randn(3, 1, 32, 32), torch.tensor([1, 4, 7])
 
 

@@ -25,16 +25,6 @@ ALEXNET_SHAPES = {
 ZFNET_RF = {"conv1": 7, "pool1": 11, "conv2": 27, "pool2": 43, "conv3": 75, "conv4": 107, "conv5": 139, "pool5": 171}
 
 
-@pytest.fixture(scope="module")
-def zf():
-    return models.zfnet()
-
-
-@pytest.fixture(scope="module")
-def alex():
-    return models.alexnet()
-
-
 def _count(model):
     return sum(p.numel() for p in model.parameters())
 

@@ -3,18 +3,14 @@
 import pytest
 import torch
 
-from zfkit import models
 from zfkit.data import TensorImages
 from zfkit.topk import layer_activations, topk
+from helpers import random_mini
 
 
 @pytest.fixture(scope="module")
 def setup():
-    torch.manual_seed(0)
-    model = models.zfnet_mini(width=0.5).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.05)
+    model = random_mini()
     ds = TensorImages(torch.randn(70, 1, 32, 32), torch.zeros(70, dtype=torch.long), ("x",))
     return model, ds
 
