@@ -121,10 +121,14 @@ def opened(request, site, browser):
     page.close()
 
 
+SMART_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
+
+
 @pytest.mark.parametrize("opened", PAGES, ids=_ids(PAGES), indirect=True)
 def test_page_loads_cleanly(opened):
     source, page, problems = opened
-    assert page.title().startswith(_heading(source)), f"title {page.title()!r} does not start with the page heading"
+    title = page.title().translate(SMART_QUOTES)  # Sphinx typesets ' and " as curly quotes
+    assert title.startswith(_heading(source)), f"title {page.title()!r} does not start with the page heading"
     assert not problems["external"], f"requests to other hosts: {problems['external']}"
     assert not problems["failed"], f"failed requests: {problems['failed']}"
     assert not problems["exceptions"], f"JavaScript exceptions: {problems['exceptions']}"
