@@ -88,3 +88,48 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
         assert ddp_row["train_loss"] == pytest.approx(row["train_loss"], rel=1e-4)
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(("rank", "history"))) == \
         ["epoch_001", "epoch_002", "last", "metrics.csv"]
+
+
+TOPK_WORKER = textwrap.dedent("""
+    import sys
+
+    import torch.distributed as dist
+    from safetensors.torch import save_file
+
+    sys.path.insert(0, {tests!r})
+    from test_ddp import topk_case
+    from zfkit.topk import topk
+
+    model, data = topk_case()
+    result = topk(model, data, "conv3", k=5, batch_size=8, progress=False)  # joins the process group itself
+    if dist.get_rank() == 0:
+        save_file({{"values": result.values, "indices": result.indices, "ys": result.ys, "xs": result.xs}}, sys.argv[1])
+    dist.destroy_process_group()
+""")
+
+
+def topk_case():
+    """A random mini and 37 images (shards of 8-image batches split unevenly across 2 ranks)."""
+    from helpers import random_mini
+
+    g = torch.Generator().manual_seed(1)
+    data = TensorImages(torch.randn(37, 1, 32, 32, generator=g), torch.zeros(37, dtype=torch.long), ("x",))
+    return random_mini(), data
+
+
+@pytest.mark.slow
+def test_topk_shards_across_ranks_and_merges_to_the_single_process_result(tmp_path):
+    from zfkit.topk import topk
+
+    (tmp_path / "worker.py").write_text(TOPK_WORKER.format(tests=os.path.dirname(__file__)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(tmp_path / "worker.py"), str(tmp_path / "topk.safetensors")],
+                          env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    merged = load_file(tmp_path / "topk.safetensors")
+    model, data = topk_case()
+    single = topk(model, data, "conv3", k=5, batch_size=8, progress=False)
+    assert torch.allclose(merged["values"], single.values, atol=1e-6)
+    assert torch.equal(merged["indices"], single.indices)
+    assert torch.equal(merged["ys"], single.ys) and torch.equal(merged["xs"], single.xs)

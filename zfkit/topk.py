@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from . import distributed
 from .layers import resolve
 
 __all__ = ["TopK", "topk", "layer_activations"]
@@ -73,7 +74,8 @@ def topk(model: nn.Module, dataset: Dataset, layer, k: int = 9, batch_size: int 
     if k > n:
         raise ValueError(f"k={k} is larger than the dataset ({n} images); use k <= {n}")
     resolve(model, layer)  # fail early on an unknown layer
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    joined = distributed.join(torch.device("cpu"))  # a no-op outside torchrun; gloo carries the small merge
+    rank, world = joined.rank, joined.size
     shard = range(rank * batch_size, n, batch_size * world)
     was_training = model.training
     model.eval()
