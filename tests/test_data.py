@@ -20,6 +20,7 @@ def _no_env(monkeypatch, tmp_path):
     monkeypatch.delenv("ZFKIT_DATA", raising=False)
     monkeypatch.setattr(data, "DEBIAN_FASHION", tmp_path / "no-debian")
     data._read_idx.cache_clear()
+    data._train_mean.cache_clear()
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:

@@ -127,13 +127,12 @@ def find_fashion_mnist(root: str | os.PathLike | None = None, download: bool = F
     if download:
         from torchvision.datasets import FashionMNIST
 
-        target = Path(root or Path(os.environ.get("ZFKIT_DATA", "~/.cache/zfkit/data")).expanduser() / "fashion-mnist")
+        target = Path(root or os.environ.get("ZFKIT_DATA") or "~/.cache/zfkit/data").expanduser() / "_torchvision"
         try:
-            FashionMNIST(str(target.parent / "_torchvision"), download=True)
+            FashionMNIST(str(target), download=True)
         except Exception as e:  # noqa: BLE001 - any network failure means "not available"
             raise DataNotFoundError(f"download failed ({e}). " + _missing_message(looked)) from e
-        raw = target.parent / "_torchvision" / "FashionMNIST" / "raw"
-        return raw
+        return target / "FashionMNIST" / "raw"
     raise DataNotFoundError(_missing_message(looked))
 
 
@@ -179,10 +178,16 @@ def fashion_mnist(split: str, root: str | os.PathLike | None = None, size: int =
         raise ValueError(f"pixel_range must be positive, got {pixel_range}")
     folder = find_fashion_mnist(root, download)
     images, labels = _fashion_arrays(folder, split)
-    train_images, _ = _fashion_arrays(folder, "train")
     x = _pad(torch.from_numpy(images.copy()), size) * (pixel_range / 255.0)
-    mean = _pad(torch.from_numpy(train_images.copy()), size).mean(0) * (pixel_range / 255.0)
+    mean = _train_mean(folder, size) * (pixel_range / 255.0)
     return TensorImages(x - mean, torch.from_numpy(labels.astype(np.int64)), FASHION_CLASSES, mean, pixel_range)
+
+
+@lru_cache(maxsize=4)
+def _train_mean(folder: Path, size: int) -> torch.Tensor:
+    """The training split's mean image in [0, 255] (computed once: every split and range reuses it)."""
+    train_images, _ = _fashion_arrays(folder, "train")
+    return _pad(torch.from_numpy(train_images.copy()), size).mean(0)
 
 
 def _pad(images_u8: torch.Tensor, size: int) -> torch.Tensor:
