@@ -169,3 +169,19 @@ def test_profiles():
     assert profiles.get("ci").train_subset < 10_000
     with pytest.raises(ValueError, match="ci, book, paper"):
         profiles.get("fast")
+
+
+def test_keep_classes_relabels_in_the_order_given():
+    images = torch.arange(6.0).view(6, 1, 1, 1)
+    dataset = data.TensorImages(images, torch.tensor([0, 1, 2, 0, 2, 1]), ("a", "b", "c"))
+    kept = data.keep_classes(dataset, [2, 0])
+    assert kept.classes == ("c", "a")
+    assert kept.images.flatten().tolist() == [0.0, 2.0, 3.0, 4.0]
+    assert kept.targets.tolist() == [1, 0, 1, 0]
+
+
+@pytest.mark.parametrize("classes", [[], [0, 0], [3], [-1]])
+def test_keep_classes_rejects_bad_labels(classes):
+    dataset = data.TensorImages(torch.zeros(3, 1, 1, 1), torch.tensor([0, 1, 2]), ("a", "b", "c"))
+    with pytest.raises(ValueError, match="distinct labels in 0..2"):
+        data.keep_classes(dataset, classes)

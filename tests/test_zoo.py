@@ -182,3 +182,45 @@ def test_incomplete_entry_folder_is_discarded(cache):
     with pytest.warns(RuntimeWarning, match="incomplete"):
         assert zoo._load_cached(folder) is None
     assert not folder.exists()
+
+
+@pytest.mark.parametrize("name", sorted(zoo.TABLE3))
+def test_table3_rows_change_only_what_they_name(name):
+    """Every Table 3 row keeps the baseline's recipe and data; the architecture differs as named."""
+    base_name = "zfnet-mini-short" if name.startswith("zfnet") else "alexnet-mini-short"
+    row, base = zoo.prepare(name, "book"), zoo.prepare(base_name, "book")
+    assert row.recipe == base.recipe
+    assert torch.equal(row.train.targets, base.train.targets) and len(row.test) == len(base.test)
+    change = zoo.TABLE3[name][1]
+    convs = {c.name: c.out_channels for c in row.model.spec.convs}
+    base_convs = {c.name: c.out_channels for c in base.model.spec.convs}
+    assert set(base_convs) - set(convs) == {n for n in change.get("remove", ()) if n.startswith("conv")}
+    assert set(base.model.spec.fc_names) - set(row.model.spec.fc_names) == {
+        n for n in change.get("remove", ()) if n.startswith("fc")}
+    for conv, factor in change.get("conv_scale", {}).items():
+        assert convs[conv] == round(base_convs[conv] * factor)
+    if "fc_scale" in change:
+        assert set(row.model.spec.fc_widths) == {round(512 * change["fc_scale"])}
+    assert row.model(row.test.images[:2]).shape == (2, 10)
+
+
+def test_table3_widths_scale_with_the_ci_profile():
+    book, ci = zoo.prepare("zfnet-mini-conv-wide", "book"), zoo.prepare("zfnet-mini-conv-wide", "ci")
+    assert [c.out_channels for c in book.model.spec.convs] == [32, 96, 171, 341, 192]  # 128*4/3, 128*8/3, 96*2
+    assert [c.out_channels for c in ci.model.spec.convs] == [16, 48, 85, 171, 96]
+
+
+def test_transfer_source_sees_only_its_five_classes():
+    run = zoo.prepare("zfnet-mini-fashion5", "book")
+    assert run.model.spec.num_classes == 5 and run.train.classes == run.test.classes
+    assert run.test.classes == ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat")
+    assert set(run.train.targets.tolist()) == set(run.test.targets.tolist()) == {0, 1, 2, 3, 4}
+    assert len(run.test) == 5000  # all test images of the five classes
+
+
+def test_shuffled_labels_randomise_training_labels_only():
+    shuffled, true = zoo.prepare("zfnet-mini-shuffled", "ci"), zoo.prepare("zfnet-mini", "ci")
+    assert torch.equal(shuffled.test.targets, true.test.targets)  # scored against the true labels
+    agree = (shuffled.val.targets == true.val.targets).float().mean().item()
+    assert agree < 0.2  # a random permutation keeps ~10% of labels by chance
+    assert shuffled.recipe.augment is False

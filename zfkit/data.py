@@ -29,6 +29,7 @@ __all__ = [
     "fashion_mnist",
     "find_fashion_mnist",
     "digits",
+    "keep_classes",
     "imagenet",
     "ten_crop",
     "subset",
@@ -264,6 +265,23 @@ def ten_crop(images: torch.Tensor, size: int = 224) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- deterministic subsets
+
+def keep_classes(dataset: TensorImages, classes: Sequence[int]) -> TensorImages:
+    """Only the images of ``classes``, relabelled 0..k-1 in the order given (a transfer split).
+
+    Fashion-MNIST's classes 0-4 to pre-train and 5-9 as the new task, for example: the new task's
+    labels then run 0-4 as well, ready for a fresh 5-way classifier.
+    """
+    classes = [int(c) for c in classes]
+    known = range(len(dataset.classes))
+    if not classes or len(set(classes)) != len(classes) or any(c not in known for c in classes):
+        raise ValueError(f"classes must be distinct labels in 0..{len(dataset.classes) - 1}, got {classes!r}")
+    relabel = torch.full((len(dataset.classes),), -1, dtype=torch.long)
+    relabel[classes] = torch.arange(len(classes))
+    keep = (relabel[dataset.targets] >= 0).nonzero().flatten()
+    return TensorImages(dataset.images[keep], relabel[dataset.targets[keep]], tuple(dataset.classes[c] for c in classes),
+                        dataset.mean, dataset.pixel_range)
+
 
 def subset(dataset: TensorImages, n: int, seed: int = 0, stratified: bool = True) -> TensorImages:
     """``n`` examples drawn deterministically (the ``ci`` profile's small data).

@@ -83,6 +83,27 @@ def init_zfnet_gain(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def _describe_variant(change: dict) -> str:
+    parts = []
+    if change.get("remove"):
+        parts.append(f"{', '.join(change['remove'])} removed")
+    if "fc_scale" in change:
+        parts.append(f"fc6/fc7 x{change['fc_scale']:g} wide")
+    if "conv_scale" in change:
+        parts.append("conv3-5 " + "/".join(f"x{v:.3g}" for v in change["conv_scale"].values()) + " wide")
+    return " and ".join(parts)
+
+
+def _apply_variant(model: models.ConvNet, remove: tuple[str, ...] = (), fc_scale: float | None = None,
+                   conv_scale: dict[str, float] | None = None) -> models.ConvNet:
+    """:func:`zfkit.models.variant` with widths given as factors of ``model``'s, so that a Table 3
+    row keeps its proportions under the ``ci`` profile's half-width models."""
+    widths = {c.name: c.out_channels for c in model.spec.convs}
+    fc_width = None if fc_scale is None else max(1, round(model.spec.fc_widths[0] * fc_scale))
+    conv_widths = {name: max(1, round(widths[name] * factor)) for name, factor in (conv_scale or {}).items()}
+    return models.variant(model, remove=remove, fc_width=fc_width, conv_widths=conv_widths)
+
+
 @dataclass(frozen=True)
 class Entry:
     """How one named model is built and trained."""
@@ -93,12 +114,34 @@ class Entry:
     recipe: dict = field(default_factory=dict)  # Recipe fields that differ from the paper's defaults
     about: str = ""
     book_budget: tuple[int, int] | None = None  # (training images, epochs) in the book profile, if short
+    variant: dict = field(default_factory=dict)  # a Table 3 change: see :func:`_apply_variant`
+    classes: tuple[int, ...] | None = None  # train and test on these Fashion-MNIST classes only, relabelled 0..k-1
+    shuffled_labels: bool = False  # the training split's labels randomly permuted (label-randomisation test)
 
 
 # A book-profile budget for the models a chapter trains several of (Table 2's ensembles, Fig. 6's
 # pair): the full 55k x 10 epochs would take the whole 30-minute book several times over.
 SHORT_BUDGET = (10_000, 2)
 PAIR_BUDGET = (20_000, 3)
+TRANSFER_BUDGET = (15_000, 3)  # the 5-class source model of the transfer chapter
+SHUFFLED_BUDGET = (2_000, 40)  # small enough to memorise random labels within the book's time
+
+# Table 3's changes, as factors of the mini models' widths (Fig. 3: fc 4096 -> 2048 / 8192;
+# conv3-5 384, 384, 256 -> 512, 1024, 512).
+_FC_NARROW, _FC_WIDE = {"fc_scale": 0.5}, {"fc_scale": 2.0}
+_CONV_WIDE = {"conv_scale": {"conv3": 4 / 3, "conv4": 8 / 3, "conv5": 2.0}}
+TABLE3 = {  # zoo name -> (base model, variant arguments)
+    "alexnet-mini-no-conv34": ("alexnet_mini", {"remove": ("conv3", "conv4")}),
+    "alexnet-mini-no-fc7": ("alexnet_mini", {"remove": ("fc7",)}),
+    "alexnet-mini-no-fc67": ("alexnet_mini", {"remove": ("fc6", "fc7")}),
+    "alexnet-mini-no-conv34-fc67": ("alexnet_mini", {"remove": ("conv3", "conv4", "fc6", "fc7")}),
+    "alexnet-mini-fc-narrow": ("alexnet_mini", _FC_NARROW),
+    "alexnet-mini-fc-wide": ("alexnet_mini", _FC_WIDE),
+    "zfnet-mini-fc-narrow": ("zfnet_mini", _FC_NARROW),
+    "zfnet-mini-fc-wide": ("zfnet_mini", _FC_WIDE),
+    "zfnet-mini-conv-wide": ("zfnet_mini", _CONV_WIDE),
+    "zfnet-mini-conv-fc-wide": ("zfnet_mini", _FC_WIDE | _CONV_WIDE),
+}
 
 ENTRIES = {
     "zfnet-mini": Entry("zfnet_mini", 1.0, init_he, about="the book's ZFNet-mini (Fig. 3 topology at 32x32)"),
@@ -112,6 +155,14 @@ ENTRIES = {
     "zfnet-mini-noclip": Entry("zfnet_mini", 255.0, init_zfnet_gain,
                                {"weight_decay": 0.0, "feature_scale_clipping": False},
                                "inputs in [-128, 128], without feature-scale clipping (Fig. 6a)", PAIR_BUDGET),
+    **{name: Entry(base, 1.0, init_he, about=f"Table 3 row: {base.replace('_', '-')} with {_describe_variant(change)}",
+                   book_budget=SHORT_BUDGET, variant=change) for name, (base, change) in TABLE3.items()},
+    "zfnet-mini-fashion5": Entry("zfnet_mini", 1.0, init_he, about="ZFNet-mini trained on Fashion-MNIST classes 0-4 "
+                                 "only (the transfer chapter's source)", book_budget=TRANSFER_BUDGET,
+                                 classes=(0, 1, 2, 3, 4)),
+    "zfnet-mini-shuffled": Entry("zfnet_mini", 1.0, init_he, {"augment": False, "plateau_patience": 1000},
+                                 "ZFNet-mini trained on randomly permuted labels (label-randomisation test)",
+                                 SHUFFLED_BUDGET, shuffled_labels=True),
 }
 NAMES = tuple(ENTRIES)
 PAPER_NAMES = ("zfnet", "alexnet")
@@ -159,6 +210,11 @@ def prepare(name: str, profile="book", seed: int | None = None, data_root: str |
     entry = ENTRIES[name]
     model, recipe = _model_and_recipe(name, profile, seed, epochs)
     full, test = _fashion_mnist(None if data_root is None else str(data_root), profile.input_size, entry.pixel_range)
+    if entry.classes:
+        full, test = data.keep_classes(full, entry.classes), data.keep_classes(test, entry.classes)
+    if entry.shuffled_labels:  # the test labels stay true: its accuracy shows what was learned (nothing)
+        shuffled = full.targets[torch.randperm(len(full), generator=torch.Generator().manual_seed(profile.seed + 1))]
+        full = data.TensorImages(full.images, shuffled, full.classes, full.mean, full.pixel_range)
     order = torch.randperm(len(full), generator=torch.Generator().manual_seed(profile.seed))
     n_val = profile.test_subset or _BOOK_VAL_SIZE
     val, train = full.subset(order[:n_val].sort().values), full.subset(order[n_val:].sort().values)
@@ -176,8 +232,11 @@ def _model_and_recipe(name: str, profile: profiles.Profile, seed: int, epochs: i
         epochs = epochs or entry.book_budget[1]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = getattr(models, entry.builder)(num_classes=profile.num_classes, in_channels=profile.in_channels,
+        num_classes = len(entry.classes) if entry.classes else profile.num_classes
+        model = getattr(models, entry.builder)(num_classes=num_classes, in_channels=profile.in_channels,
                                                width=profile.width)
+        if entry.variant:
+            model = _apply_variant(model, **entry.variant)
         entry.init(model)
     recipe = Recipe(epochs=epochs or profile.epochs, batch_size=profile.batch_size, seed=seed,
                     device=profile.device, **entry.recipe)
