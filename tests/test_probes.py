@@ -8,7 +8,7 @@ from torch.utils.data import TensorDataset
 
 from zfkit import models
 from zfkit.data import TensorImages
-from zfkit.probes import features, few_shot_curve, linear_probe, train_scratch
+from zfkit.probes import features, few_shot_curve, layer_probes, linear_probe, train_scratch
 from zfkit.topk import layer_activations
 
 
@@ -154,6 +154,20 @@ def test_train_scratch_is_seeded_and_leaves_the_model_alone(model):
     assert curve.scratch.shape == (1, 2) and ((0 <= curve.scratch) & (curve.scratch <= 1)).all()
 
 
+def test_layer_probes_score_every_layer_and_classifier_on_shared_folds(model):
+    """Separable by brightness: every layer keeps it (ReLU nets pass a constant offset on), so each
+    probe is near-perfect; and one row equals linear_probe on the fold it rebuilds."""
+    ds = brightness(12, seed=6)
+    rows = layer_probes(model, ds, ["conv1", "fc7"], shots=5, folds=3, progress=False)
+    assert [(r["layer"], r["classifier"]) for r in rows] == [
+        ("conv1", "svm"), ("conv1", "softmax"), ("fc7", "svm"), ("fc7", "softmax")]
+    assert rows[0]["dims"] == 8 * 4 * 4 and rows[2]["dims"] == 512  # width 0.25: conv1 has 8 maps, pooled to 4x4
+    assert all(r["mean"] >= 0.95 and r["std"] >= 0 for r in rows)
+    one = layer_probes(model, ds, ["fc7"], shots=5, folds=2, classifiers=["softmax"], progress=False)[0]
+    curve = few_shot_curve(model, ds, shots=[5], folds=2, layer="fc7", progress=False)
+    assert one["mean"] == pytest.approx(curve.pretrained.mean())  # same seeded splits as the few-shot curve
+
+
 EMPTY = TensorImages(torch.zeros(0, 1, 32, 32), torch.zeros(0, dtype=torch.long), ("a",))
 
 
@@ -173,6 +187,9 @@ EMPTY = TensorImages(torch.zeros(0, 1, 32, 32), torch.zeros(0, dtype=torch.long)
     (lambda m, d: few_shot_curve(m, d, shots=[1], scratch="yes", progress=False), "scratch must be"),
     (lambda m, d: few_shot_curve(nn.Sequential(), d, shots=[1], scratch=True, progress=False), "model.spec"),
     (lambda m, d: features(m, d, "conv1", grid=0), "grid"),
+    (lambda m, d: layer_probes(m, d, ["conv1", "conv9"], shots=1, progress=False), "unknown layer 'conv9'"),
+    (lambda m, d: layer_probes(m, d, ["conv1"], shots=4, progress=False), "use shots <= 2"),
+    (lambda m, d: layer_probes(m, d, ["conv1"], shots=1, folds=1, progress=False), "folds must be an int >= 2"),
 ])
 def test_bad_input(model, call, words):
     unbalanced = brightness((6, 3, 6))

@@ -34,8 +34,8 @@ from .layers import resolve
 from .models import ArchSpec, ConvNet, build, check_input
 from .topk import layer_activations
 
-__all__ = ["ProbeResult", "FewShotCurve", "features", "linear_probe", "few_shot_curve", "train_scratch",
-           "CLASSIFIERS"]
+__all__ = ["ProbeResult", "FewShotCurve", "features", "linear_probe", "layer_probes", "few_shot_curve",
+           "train_scratch", "CLASSIFIERS"]
 
 CLASSIFIERS = ("svm", "softmax")
 
@@ -165,6 +165,36 @@ def linear_probe(model: nn.Module, layer: str | nn.Module, train: Dataset, test:
     return _fit_score(x_train, y_train, x_test, y_test, classifier, C)
 
 
+def layer_probes(model: nn.Module, dataset: Dataset, layers: Sequence[str], shots: int, folds: int = 5,
+                 classifiers: Sequence[str] = CLASSIFIERS, test_per_class: int | None = None, seed: int = 0,
+                 C: float = 1.0, grid: int | None = 4, progress: bool = True) -> list[dict]:
+    """Table 7: a linear SVM and a softmax on each layer's frozen features, on the same splits.
+
+    Each fold draws ``shots`` training images per class (seeded by ``(seed, fold)``, as in
+    :func:`few_shot_curve`) and tests on the rest (or ``test_per_class`` of them); every layer and
+    classifier sees the same folds, so the rows differ only in the features. One row per layer and
+    classifier: mean and sample std over folds of the per-class-averaged accuracy, and the
+    feature width.
+    """
+    _, labels = _arrays(dataset)
+    (shots,) = _check_shots([shots], labels, getattr(dataset, "classes", None))
+    _check_folds(folds)
+    for classifier in classifiers:
+        _pipeline(classifier, C)
+    for layer in layers:
+        resolve(model, layer)  # every name is checked before the first layer's work
+    _, y = np.unique(labels, return_inverse=True)
+    splits = [_split(y, shots, test_per_class, (seed, fold)) for fold in range(folds)]
+    rows = []
+    for layer in tqdm(layers, desc="layers", disable=not progress):
+        x = features(model, dataset, layer, grid=grid)
+        for classifier in classifiers:
+            scores = [_fit_score(x[tr], y[tr], x[te], y[te], classifier, C).per_class_accuracy for tr, te in splits]
+            rows.append({"layer": layer, "classifier": classifier, "dims": int(x.shape[1]),
+                         "mean": float(np.mean(scores)), "std": float(np.std(scores, ddof=1))})
+    return rows
+
+
 # ---------------------------------------------------------------- few-shot curves
 
 def train_scratch(spec: ArchSpec, images: torch.Tensor, labels: torch.Tensor, seed: int, steps: int = 30,
@@ -239,6 +269,11 @@ def _check_shots(shots: Sequence[int], labels: np.ndarray, names: Sequence[str] 
     return tuple(int(n) for n in shots)
 
 
+def _check_folds(folds: int) -> None:
+    if not isinstance(folds, int) or isinstance(folds, bool) or folds < 2:
+        raise ValueError(f"folds must be an int >= 2 (the std over folds needs two), got {folds!r}")
+
+
 def _scratch_trainer(model: nn.Module, scratch: bool | ScratchTrainer, steps: int) -> ScratchTrainer | None:
     if scratch is False:
         return None
@@ -268,8 +303,7 @@ def few_shot_curve(model: nn.Module, dataset: Dataset, shots: Sequence[int] = (1
     """
     images, labels = _arrays(dataset)
     shots = _check_shots(shots, labels, getattr(dataset, "classes", None))
-    if not isinstance(folds, int) or folds < 2:
-        raise ValueError(f"folds must be an int >= 2 (the std over folds needs two), got {folds!r}")
+    _check_folds(folds)
     if test_per_class is not None and (not isinstance(test_per_class, int) or test_per_class < 1):
         raise ValueError(f"test_per_class must be a positive int or None (all remaining images), got {test_per_class!r}")
     _pipeline(classifier, C)
