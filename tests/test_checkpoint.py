@@ -128,6 +128,17 @@ def test_other_architecture_is_rejected_naming_the_difference(tmp_path):
         ck.load_into(models.variant(models.alexnet_mini(width=0.125), fc_width=16))
 
 
+def test_architecture_difference_names_each_changed_convolution_field(tmp_path):
+    ck = load_checkpoint(save_checkpoint(tmp_path / "ck", models.zfnet_mini(width=0.125), epoch=1))
+    with pytest.raises(ValueError) as raised:
+        ck.load_into(models.alexnet_mini(width=0.125))
+    assert "convs.conv1.kernel: checkpoint has 5, model has 7; convs.conv1.padding: checkpoint has 2, model has 3" \
+        in str(raised.value)
+    assert "convs.conv3.kernel" not in str(raised.value)  # unchanged layers are not listed
+    with pytest.raises(ValueError, match="convs: checkpoint has conv1, conv2, conv3, conv4, conv5, model has conv1, conv2, conv5"):
+        ck.load_into(models.variant(models.zfnet_mini(width=0.125), remove=("conv3", "conv4")))
+
+
 def test_foreign_model_compares_parameter_shapes(tmp_path):
     net = torch.nn.Sequential(torch.nn.Linear(3, 4))
     save_checkpoint(tmp_path / "ck", net, epoch=1)

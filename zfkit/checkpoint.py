@@ -95,13 +95,27 @@ def arch_differences(checkpoint: Checkpoint, model: nn.Module) -> list[str]:
     """Human-readable differences between the saved architecture and ``model`` (empty when equal)."""
     spec = getattr(model, "spec", None)
     if checkpoint.arch is not None and isinstance(spec, ArchSpec):
-        current = spec.to_dict()
-        return [f"{k}: checkpoint has {checkpoint.arch.get(k)!r}, model has {current.get(k)!r}"
-                for k in sorted(set(current) | set(checkpoint.arch)) if _jsonable(current.get(k)) != checkpoint.arch.get(k)]
+        current = _jsonable(spec.to_dict())
+        differences = []
+        for k in sorted(set(current) | set(checkpoint.arch)):
+            saved, ours = checkpoint.arch.get(k), current.get(k)
+            if saved != ours:
+                differences += _conv_differences(saved, ours) if k == "convs" else \
+                    [f"{k}: checkpoint has {saved!r}, model has {ours!r}"]
+        return differences
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     saved = {k: tuple(v.shape) for k, v in checkpoint.model_state.items()}
     return [f"parameter {k}: checkpoint has {saved.get(k)}, model has {ours.get(k)}"
             for k in sorted(set(ours) | set(saved)) if ours.get(k) != saved.get(k)]
+
+
+def _conv_differences(saved: list[dict] | None, ours: list[dict] | None) -> list[str]:
+    """Per convolution and field (``convs.conv1.kernel: …``): the whole lists would bury the difference."""
+    names = lambda convs: [c.get("name") for c in convs or []]  # noqa: E731
+    if names(saved) != names(ours):
+        return [f"convs: checkpoint has {', '.join(map(str, names(saved)))}, model has {', '.join(map(str, names(ours)))}"]
+    return [f"convs.{a['name']}.{f}: checkpoint has {a.get(f)!r}, model has {b.get(f)!r}"
+            for a, b in zip(saved, ours) for f in sorted(set(a) | set(b)) if a.get(f) != b.get(f)]
 
 
 # ---------------------------------------------------------------- saving

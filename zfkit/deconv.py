@@ -21,6 +21,7 @@ selections), which gives exactly the uncropped result at a fraction of the cost.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -83,6 +84,8 @@ class Deconvnet:
         channels = self._channels(channels, acts.shape[1])
         if mode not in ("max", "map"):
             raise ValueError(f"mode must be 'max' or 'map', got {mode!r}")
+        if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1:
+            raise ValueError(f"chunk must be a positive int (selections projected together), got {chunk!r}")
         b, k = images.shape[0], len(channels)
         out = images.new_zeros(b, k, *images.shape[1:])
         sel = acts[:, channels]  # (B, K, h, w)
@@ -114,7 +117,14 @@ class Deconvnet:
     def _channels(channels, n: int) -> torch.Tensor:
         if channels is None:
             return torch.arange(n)
-        ch = torch.as_tensor([channels] if isinstance(channels, int) else list(channels), dtype=torch.long)
+        try:
+            listed = [operator.index(channels)]
+        except TypeError:
+            try:
+                listed = [operator.index(c) for c in channels]
+            except TypeError:
+                raise ValueError(f"channels must be an int, a list of ints or None (all), got {channels!r}") from None
+        ch = torch.as_tensor(listed, dtype=torch.long)
         if ch.numel() == 0:
             raise ValueError("channels is empty; pass None for all channels")
         if ch.min() < 0 or ch.max() >= n:

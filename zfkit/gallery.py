@@ -36,10 +36,21 @@ class Panel:
 def top_projections(model: nn.Module, dataset: Dataset, layer: str, channels, k: int = 9,
                     scan: TopK | None = None, rule: str = "deconvnet", progress: bool = True) -> list[Panel]:
     """A :class:`Panel` per channel of ``layer``; pass ``scan`` to reuse an earlier top-k pass."""
-    channels = [channels] if isinstance(channels, int) else list(channels)
-    scan = scan if scan is not None else topk(model, dataset, layer, k=k, progress=progress)
     images = getattr(dataset, "images", None)
     labels = getattr(dataset, "targets", None)
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or labels is None:
+        raise ValueError("top_projections needs a dataset holding its images as .images (N, C, H, W) and its labels "
+                         "as .targets, like zfkit.data.TensorImages")
+    channels = [channels] if isinstance(channels, int) else list(channels)
+    scan = scan if scan is not None else topk(model, dataset, layer, k=k, progress=progress)
+    n_channels, kept = scan.indices.shape
+    if k > kept:
+        raise ValueError(f"k={k} but the scan holds only the top {kept} per channel; pass k <= {kept} or rescan "
+                         f"with topk(..., k={k})")
+    wrong = [c for c in channels if not 0 <= c < n_channels]
+    if wrong:
+        raise ValueError(f"channel index out of range: {layer} has {n_channels} channels (0 … {n_channels - 1}), "
+                         f"got {wrong}")
     size = (images.shape[1], images.shape[-2], images.shape[-1])
     field = receptive_field(model, layer, size)
     deconv = Deconvnet(model, rule=rule)

@@ -186,7 +186,12 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        probs = torch.stack([m(x).softmax(dim=1) for m in self.members]).mean(0)
+        outputs = [m(x) for m in self.members]
+        widths = [o.shape[1] for o in outputs]
+        if len(set(widths)) > 1:
+            raise ValueError(f"the ensemble's members predict different numbers of classes ({widths}); "
+                             "every member must share the same classes")
+        probs = torch.stack([o.softmax(dim=1) for o in outputs]).mean(0)
         return probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
 
 

@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from . import distributed
+from .checks import check_images
 from .layers import resolve
 
 __all__ = ["TopK", "topk", "layer_activations"]
@@ -48,8 +49,13 @@ def _stable_top(values: torch.Tensor, indices: torch.Tensor, k: int) -> torch.Te
 
 
 def layer_activations(model: nn.Module, images: torch.Tensor, layer) -> torch.Tensor:
-    """The output of ``layer`` for a batch, running ``model.features`` only as far as needed."""
+    """The output of ``layer`` for a batch, running ``model.features`` only as far as needed.
+
+    The batch is checked first: ``model.features`` alone skips the model's own input check, so a
+    wrong image would otherwise fail deep inside a convolution, or pass silently as NaN.
+    """
     target = resolve(model, layer)
+    check_images(images, model)
     if target.part != "features":
         with torch.no_grad():
             captured = {}
@@ -73,6 +79,8 @@ def topk(model: nn.Module, dataset: Dataset, layer, k: int = 9, batch_size: int 
         raise ValueError(f"k must be a positive int, got {k!r}")
     if k > n:
         raise ValueError(f"k={k} is larger than the dataset ({n} images); use k <= {n}")
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     resolve(model, layer)  # fail early on an unknown layer
     joined = distributed.join(torch.device("cpu"))  # a no-op outside torchrun; gloo carries the small merge
     rank, world = joined.rank, joined.size

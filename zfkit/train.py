@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from . import distributed
 from .checkpoint import TMP_PREFIX, Checkpoint, atomic_write_bytes, latest_checkpoint, load_checkpoint, save_checkpoint
 from .distributed import World
+from .models import ArchSpec
 
 __all__ = [
     "Recipe",
@@ -237,6 +238,19 @@ def _check_dataset(dataset, role: str) -> None:
         raise ValueError(f"the {role} dataset is empty; check the data folder or the subset size")
 
 
+def _check_labels(dataset: Dataset, model: nn.Module, role: str) -> None:
+    """In-memory labels outside a zfkit model's classes would fail deep inside the loss (on CUDA as
+    a device-side assert that kills the process), so they are refused up front."""
+    tensors = _as_tensors(dataset)
+    spec = getattr(model, "spec", None)
+    if tensors is None or not isinstance(spec, ArchSpec) or len(tensors[1]) == 0:
+        return
+    low, high, n = int(tensors[1].min()), int(tensors[1].max()), spec.num_classes
+    if low < 0 or high >= n:
+        raise ValueError(f"the {role} dataset has labels {low} … {high} but the model has {n} classes (0 … {n - 1}); "
+                         f"build the model with num_classes={high + 1} or relabel the data (zfkit.data.keep_classes)")
+
+
 def _batches(dataset: Dataset, index_batches: list[torch.Tensor], plan: DevicePlan, workers: int,
              generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(images, labels) on the training device for each tensor of dataset indices."""
@@ -266,6 +280,9 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 500, device: 
     from .data import ten_crop as crops
 
     _check_dataset(dataset, "evaluation")
+    _check_labels(dataset, model, "evaluation")
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if device is None:
         device = str(next(model.parameters()).device)
     plan = device if isinstance(device, DevicePlan) else plan_device(device)
@@ -337,6 +354,8 @@ def fit(
         raise ValueError(f"recipe must be a zfkit.train.Recipe, got {type(recipe).__name__}")
     _check_dataset(train, "training")
     _check_dataset(val, "validation")
+    _check_labels(train, model, "training")
+    _check_labels(val, model, "validation")
     keep = _checkpoint_epochs(checkpoints, recipe)
     out_dir = _writable_dir(out_dir)
 

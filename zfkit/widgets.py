@@ -125,7 +125,8 @@ class ReceptiveFieldExplorer(Explorer):
 
     def __init__(self, model: nn.Module, image: torch.Tensor, layer: str = "conv5", unit: tuple[int, int] | None = None):
         if not isinstance(image, torch.Tensor) or image.dim() != 3:
-            raise ValueError(f"image must be one (C, H, W) tensor, got {getattr(image, 'shape', type(image).__name__)}; "
+            shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+            raise ValueError(f"image must be one (C, H, W) tensor, got {shape}; "
                              "index a batch with images[0]")
         self.model, self.image = model, image
         input_size = tuple(image.shape)
