@@ -79,6 +79,10 @@ def _without_fashion_mnist(c: Ctx) -> None:
 
 def _missing_data(c: Ctx):
     _without_fashion_mnist(c)
+    return data.fashion_mnist("train")
+
+
+def _mistyped_root(c: Ctx):
     return data.fashion_mnist("train", root=c.tmp / "nowhere")
 
 
@@ -153,6 +157,8 @@ def _relabelled(c: Ctx, offset: int) -> TensorImages:
 BAD_CALLS = [
     # the data is missing or damaged
     pytest.param(_missing_data, DataNotFoundError, "Fashion-MNIST not found", id="data-folder-missing"),
+    pytest.param(_mistyped_root, DataNotFoundError, "is not a folder; pass the folder that holds",
+                 id="data-root-not-a-folder"),
     pytest.param(_partial_data, DataNotFoundError, "holds only part of Fashion-MNIST", id="data-folder-incomplete"),
     pytest.param(_corrupt_data, ValueError, "failed its MD5 check", id="data-file-corrupted"),
     pytest.param(lambda c: data.fashion_mnist("val"), ValueError, "split must be 'train' or 'test'", id="data-unknown-split"),

@@ -117,7 +117,15 @@ def _missing_message(looked: list[Path]) -> str:
 
 
 def find_fashion_mnist(root: str | os.PathLike | None = None, download: bool = False) -> Path:
-    """The first folder holding all four Fashion-MNIST files, in DESIGN §6's order."""
+    """The first folder holding all four Fashion-MNIST files, in DESIGN §6's order.
+
+    An explicit ``root`` that is not a folder is an error, not a reason to fall back to the other
+    places: a mistyped path would otherwise go unnoticed whenever Debian's copy is installed.
+    """
+    if root is not None and not download and not Path(root).expanduser().is_dir():
+        raise DataNotFoundError(f"root={str(root)!r} is not a folder; pass the folder that holds "
+                                "train-images-idx3-ubyte.gz and the three other files, or leave root=None to "
+                                "use $ZFKIT_DATA or Debian's copy")
     looked = _candidates(root)
     for folder in looked:
         if all(_file_in(folder, stem) for stem in FASHION_FILES):
