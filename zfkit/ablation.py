@@ -20,7 +20,7 @@ from torch import nn
 from . import zoo
 from .train import evaluate
 
-__all__ = ["Row", "ROWS", "measure", "seed_spread", "SEEDS"]
+__all__ = ["Row", "ROWS", "Table", "measure", "seed_spread", "SEEDS"]
 
 
 @dataclass(frozen=True)
@@ -49,18 +49,37 @@ ROWS = (
 SEEDS = (0, 1, 2, 3, 4)  # the training chapter's ensemble members
 
 
+class Table(list):
+    """The measured rows (dicts); renders as Table 3 with the paper's numbers alongside."""
+
+    def _repr_markdown_(self) -> str:
+        head = ("| Architecture | Parameters | Train top-1 | Test top-1 | Test top-5 | Paper: train top-1 | val top-1 "
+                "| val top-5 |\n|---|--:|--:|--:|--:|--:|--:|--:|")
+        rows = [f"| {r['label']} | {r['parameters']:,} | {r['train_top1']:.1f} | {r['test_top1']:.1f} | "
+                f"{r['test_top5']:.1f} | {r['paper_train_top1']:.1f} | {r['paper_val_top1']:.1f} | "
+                f"{r['paper_val_top5']:.1f} |" for r in self]
+        return "\n".join([head, *rows])
+
+    def row(self, name: str) -> dict:
+        """The measured row of zoo model ``name``."""
+        for r in self:
+            if r["name"] == name:
+                return r
+        raise KeyError(f"no row {name!r}; rows are {', '.join(r['name'] for r in self)}")
+
+
 def _parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def measure(profile="book", rows: tuple[Row, ...] = ROWS, progress: bool = True) -> list[dict]:
+def measure(profile="book", rows: tuple[Row, ...] = ROWS, progress: bool = True) -> Table:
     """Train (or load) every row's model and score it: one dict per row, errors in %.
 
     The train error is measured on the row's training images in eval mode (no dropout, no
     augmentation), as the paper's "Train Top-1" is a property of the trained net, not a running
     average over the epoch. Test errors come from the zoo record (the full test split).
     """
-    table = []
+    table = Table()
     for row in rows:
         model = zoo.load(row.name, profile, progress=progress)
         record = zoo.metrics(row.name, profile)

@@ -224,7 +224,7 @@ def _fsync_dir(folder: Path) -> None:
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Read and verify a checkpoint folder (or its ``meta.json``). Never unpickles anything.
 
-    Raises :class:`CheckpointError` (a ``ValueError``) naming the file when a hash does not match,
+    Raises :class:`~zfkit.checkpoint.CheckpointError` (a ``ValueError``) naming the file when a hash does not match,
     a file is missing or truncated, or ``path`` is not a zfkit checkpoint (e.g. a pickled ``.pt``).
     """
     path = Path(path)

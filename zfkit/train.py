@@ -1,6 +1,6 @@
 """Training with the paper's recipe (§3): SGD, feature-scale clipping, plateau annealing, checkpoints.
 
-:func:`fit` trains any classifier on any map-style dataset; zfkit's in-memory :class:`TensorImages`
+:func:`fit` trains any classifier on any map-style dataset; zfkit's in-memory :class:`~zfkit.data.TensorImages`
 take a fast path (batches sliced from one tensor, augmentation as batched tensor ops). A run
 folder holds ``metrics.csv`` (one row per epoch), ``epoch_XXX`` checkpoints on the paper's schedule
 (for the feature-evolution chapter) and ``last`` (for resuming).
