@@ -224,3 +224,6 @@ def test_shuffled_labels_randomise_training_labels_only():
     agree = (shuffled.val.targets == true.val.targets).float().mean().item()
     assert agree < 0.2  # a random permutation keeps ~10% of labels by chance
     assert shuffled.recipe.augment is False
+    book = zoo.prepare("zfnet-mini-shuffled", "book")
+    assert (len(book.train), book.recipe.epochs, len(book.val)) == (*zoo.SHUFFLED_BUDGET, 500)
+    assert not book.recipe.feature_scale_clipping and book.recipe.weight_decay == 0 and book.recipe.batch_size == 32
