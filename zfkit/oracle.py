@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _relu_with(rule: str):
+def relu_with(rule: str):
+    """A ReLU whose backward is ``rule``'s (deconvnet, guided or gradient); the forward is unchanged."""
     class _Relu(torch.autograd.Function):
         @staticmethod
         def forward(ctx, x):
@@ -26,7 +27,9 @@ def _relu_with(rule: str):
     return _Relu.apply
 
 
-class _IdentityBackward(torch.autograd.Function):
+class IdentityBackward(torch.autograd.Function):
+    """A module's forward, the identity backward: LRN is skipped on the way down (the paper's choice)."""
+
     @staticmethod
     def forward(ctx, x, module):
         return module(x)
@@ -39,14 +42,14 @@ class _IdentityBackward(torch.autograd.Function):
 def autograd_projection(model: nn.Module, image: torch.Tensor, index: int, channel: int, mode: str = "max",
                         rule: str = "deconvnet") -> torch.Tensor:
     """Projection of ``channel`` of ``model.features[index]``'s output for one (C, H, W) image."""
-    relu = _relu_with(rule)
+    relu = relu_with(rule)
     x = image[None].clone().requires_grad_(True)
     h = x
     for m in list(model.features)[: index + 1]:
         if isinstance(m, nn.ReLU):
             h = relu(h)
         elif isinstance(m, nn.LocalResponseNorm):
-            h = _IdentityBackward.apply(h, m)
+            h = IdentityBackward.apply(h, m)
         elif isinstance(m, nn.MaxPool2d):
             h = F.max_pool2d(h, m.kernel_size, m.stride, m.padding, m.dilation, ceil_mode=m.ceil_mode)
         elif isinstance(m, nn.Conv2d):

@@ -39,6 +39,7 @@ from torch import nn
 from .checks import check_images
 from .deconv import RULES, Deconvnet
 from .layers import resolve
+from .oracle import IdentityBackward, relu_with
 from .viz import new_figure, show_image, to_display
 
 __all__ = ["METRICS", "RULE_COLOURS", "weight_layers", "randomize", "cascade", "independent", "project",
@@ -145,42 +146,11 @@ def relative_change(before: nn.Module, after: nn.Module) -> dict[str, float]:
 
 # ---------------------------------------------------------------- projections of (image, unit) pairs
 
-def _rule_relu(rule: str):
-    class _Relu(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            ctx.save_for_backward(x > 0)
-            return x.clamp(min=0)
-
-        @staticmethod
-        def backward(ctx, g):
-            (positive,) = ctx.saved_tensors
-            if rule == "deconvnet":
-                return g.clamp(min=0)
-            if rule == "guided":
-                return g.clamp(min=0) * positive
-            return g * positive
-
-    return _Relu.apply
-
-
-class _IdentityBackward(torch.autograd.Function):
-    """A module's forward, the identity backward: LRN is skipped on the way down (the paper's choice)."""
-
-    @staticmethod
-    def forward(ctx, x, module):
-        return module(x)
-
-    @staticmethod
-    def backward(ctx, g):
-        return g, None
-
-
 def _step(module: nn.Module, x: torch.Tensor, relu) -> torch.Tensor:
     if isinstance(module, nn.ReLU):
         return relu(x)
     if isinstance(module, nn.LocalResponseNorm):
-        return _IdentityBackward.apply(x, module)
+        return IdentityBackward.apply(x, module)
     if isinstance(module, nn.Dropout):  # off at test time
         return x
     return module(x)
@@ -189,7 +159,7 @@ def _step(module: nn.Module, x: torch.Tensor, relu) -> torch.Tensor:
 def _classifier_projection(model: nn.Module, images: torch.Tensor, index: int, units: torch.Tensor,
                            rule: str) -> torch.Tensor:
     """d unit / d input through the whole network with every ReLU's backward replaced by ``rule``."""
-    relu = _rule_relu(rule)
+    relu = relu_with(rule)
     x = images.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         h = x

@@ -1,0 +1,38 @@
+"""Table 3's rows (zfkit.ablation): names, the paper's numbers, and one measured row end to end."""
+
+import pytest
+
+from zfkit import ablation, train, zoo
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_rows_are_zoo_models_with_table3s_numbers():
+    assert {r.name for r in ablation.ROWS} <= set(zoo.NAMES)
+    assert set(zoo.TABLE3) <= {r.name for r in ablation.ROWS}
+    paper = {r.name: r.paper for r in ablation.ROWS}
+    assert paper["alexnet-mini-no-conv34-fc67"] == (71.1, 71.3, 50.1)  # Table 3: "Removed layer 3,4,6,7"
+    assert paper["zfnet-mini-short"] == (33.1, 38.4, 16.5)  # "Our Model (as per Fig. 3)"
+    assert paper["zfnet-mini-conv-fc-wide"] == (10.0, 38.3, 16.9)
+
+
+def test_table_renders_every_row_and_finds_rows_by_name():
+    table = ablation.Table([{"name": "a", "label": "row A", "parameters": 1234, "train_top1": 1.0, "test_top1": 2.0,
+                             "test_top5": 0.5, "paper_train_top1": 3.0, "paper_val_top1": 4.0, "paper_val_top5": 5.0}])
+    text = table._repr_markdown_()
+    assert "| row A | 1,234 | 1.0 | 2.0 | 0.5 | 3.0 | 4.0 | 5.0 |" in text
+    assert table.row("a")["label"] == "row A"
+    with pytest.raises(KeyError, match="no row 'b'; rows are a"):
+        table.row("b")
+
+
+def test_measure_scores_a_trained_row(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZFKIT_CACHE", str(tmp_path))
+    row = next(r for r in ablation.ROWS if r.name == "alexnet-mini-no-conv34-fc67")
+    (measured,) = ablation.measure("ci", rows=(row,), progress=False)
+    model, record, run = zoo.load(row.name, "ci"), zoo.metrics(row.name, "ci"), zoo.prepare(row.name, "ci")
+    assert measured["parameters"] == sum(p.numel() for p in model.parameters())
+    assert measured["test_top1"] == pytest.approx(100 * record["test"]["top1_err"])
+    assert measured["train_top1"] == pytest.approx(100 * train.evaluate(model, run.train)["top1_err"])
+    assert 0 <= measured["train_top1"] <= 100 and measured["paper_val_top1"] == 71.3
+    assert [c.name for c in model.spec.convs] == ["conv1", "conv2", "conv5"] and model.spec.fc_names == ()
