@@ -157,3 +157,14 @@ def test_bad_input_is_explained(call, words):
 def test_unknown_rule_lists_the_three():
     with pytest.raises(ValueError, match="deconvnet, guided, gradient"):
         Deconvnet(models.zfnet_mini(), rule="lrp")
+
+
+@pytest.mark.parametrize("c_in, c_out, k, stride, size", [(96, 3, 7, 2, 9), (8, 1, 5, 2, 6), (4, 3, 3, 3, 5),
+                                                          (4, 2, 1, 2, 4), (6, 3, 4, 2, 1)])
+def test_subpixel_transposed_convolution_equals_conv_transpose2d(c_in, c_out, k, stride, size):
+    from zfkit.deconv import _subpixel_conv_t
+
+    g = torch.randn(2, c_in, size, size + 1, dtype=torch.float64)
+    weight = torch.randn(c_in, c_out, k, k, dtype=torch.float64)
+    expected = torch.nn.functional.conv_transpose2d(g, weight, stride=stride)
+    torch.testing.assert_close(_subpixel_conv_t(g, weight, stride), expected)

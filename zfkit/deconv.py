@@ -34,6 +34,9 @@ from .layers import Layer, resolve
 __all__ = ["Deconvnet", "RULES"]
 
 RULES = ("deconvnet", "guided", "gradient")
+# A transposed convolution down to this many channels (the image: grey or RGB) runs as a sub-pixel
+# convolution; see _subpixel_conv_t.
+_FEW_CHANNELS = 4
 _IDENTITY_DOWN = (nn.LocalResponseNorm, nn.Dropout, nn.Identity)
 
 
@@ -93,15 +96,15 @@ class Deconvnet:
         for start in range(0, b * k, chunk):
             idx = torch.arange(start, min(start + chunk, b * k))
             img, kk = idx // k, idx % k
+            dest = out.view(b * k, *images.shape[1:])[start:start + len(idx)]  # a view: results land in place
             if mode == "map":
                 seed = images.new_zeros(len(idx), acts.shape[1], *acts.shape[2:])
                 seed[torch.arange(len(idx)), channels[kk]] = sel[img, kk]
-                out.view(b * k, *images.shape[1:])[idx] = self._walk_full(seed, records, img)
+                dest.copy_(self._walk_full(seed, records, img))
             else:
                 pos = flat[img, kk].argmax(1)
                 value = flat[img, kk, :].gather(1, pos[:, None]).squeeze(1)
-                out.view(b * k, *images.shape[1:])[idx] = self._walk_cone(
-                    value, channels[kk], pos, acts.shape[-2:], records, img, images.shape[-2:])
+                self._walk_cone(value, channels[kk], pos, acts.shape[-2:], records, img, dest)
         return out
 
     # ---------------------------------------------------------------- validation
@@ -167,6 +170,8 @@ class Deconvnet:
         s, p, d = _pair(conv.stride), _pair(conv.padding), _pair(conv.dilation)
         k = _pair(conv.kernel_size)
         if out_size is None:
+            if conv.weight.shape[1] <= _FEW_CHANNELS and s[0] == s[1] > 1 and d == (1, 1) and conv.groups == 1:
+                return _subpixel_conv_t(g, conv.weight, s[0])
             return F.conv_transpose2d(g, conv.weight, None, s, 0, 0, conv.groups, d)
         op = tuple(out_size[i] - ((g.shape[-2 + i] - 1) * s[i] - 2 * p[i] + d[i] * (k[i] - 1) + 1) for i in range(2))
         return F.conv_transpose2d(g, conv.weight, None, s, p, op, conv.groups, d)
@@ -189,8 +194,9 @@ class Deconvnet:
 
     # ---------------------------------------------------------------- cone-cropped walk
 
-    def _walk_cone(self, value, channel, pos, act_size, records, img, image_size) -> torch.Tensor:
-        """Walk down only the receptive-field cone of one unit per selection (mode "max").
+    def _walk_cone(self, value, channel, pos, act_size, records, img, dest: torch.Tensor) -> None:
+        """Walk down only the receptive-field cone of one unit per selection (mode "max"), adding the
+        input-level windows into ``dest`` (n, C, H, W), which holds zeros.
 
         Every selection's window has the same size at a given level (only its position differs),
         so the walk is batched over selections. Signal never leaves the window except where the
@@ -220,13 +226,31 @@ class Deconvnet:
                 h, w = g.shape[-2:]
                 if p != (0, 0):
                     g = g * _inside(top, left, h, w, rec.in_size).unsqueeze(1)
-        return _paste(g, top, left, image_size)
+        _paste(g, top, left, dest)
 
     def _layer_channels(self, records: list[_Record]) -> int:
         for rec in reversed(records):
             if isinstance(rec.module, nn.Conv2d):
                 return rec.module.out_channels
         raise ValueError("the layer has no convolution below it")
+
+
+def _subpixel_conv_t(g: torch.Tensor, weight: torch.Tensor, stride: int) -> torch.Tensor:
+    """``conv_transpose2d(g, weight, stride=stride)`` (no padding) as a stride-1 convolution + pixel shuffle.
+
+    Output pixel ``stride * q + r`` only sees kernel taps ``stride * j + r``, so each of the
+    ``stride²`` output phases is an ordinary convolution with a ``ceil(k / stride)`` kernel. Why:
+    oneDNN's transposed convolution down to 3 channels (conv1 of ZFNet, into pixel space) runs at a
+    fraction of its forward convolution's speed; this form is 1.3x faster there despite 1.3x the MACs.
+    """
+    c_in, c_out, kh, kw = weight.shape
+    jh, jw = -(-kh // stride), -(-kw // stride)
+    padded = F.pad(weight, (0, jw * stride - kw, 0, jh * stride - kh))
+    phases = padded.view(c_in, c_out, jh, stride, jw, stride).permute(1, 3, 5, 0, 2, 4)  # (c_out, ry, rx, c_in, jy, jx)
+    kernel = phases.flip(-1, -2).reshape(c_out * stride * stride, c_in, jh, jw)
+    out = F.pixel_shuffle(F.conv2d(g, kernel, padding=(jh - 1, jw - 1)), stride)
+    h, w = g.shape[-2:]
+    return out[..., : (h - 1) * stride + kh, : (w - 1) * stride + kw]
 
 
 def _inside(top, left, h, w, size) -> torch.Tensor:
@@ -260,16 +284,15 @@ def _unpool_targets(switches, in_width, s, p, nw, img, top, left, h, w) -> torch
     return offset + base
 
 
-def _paste(g: torch.Tensor, top, left, size) -> torch.Tensor:
-    """Place each selection's input-level window into a zero image of ``size``.
+def _paste(g: torch.Tensor, top, left, dest: torch.Tensor) -> None:
+    """Add each selection's input-level window into its image ``dest[i]`` (n, C, H, W), in place.
 
     Window positions outside the image carry no signal (zeroed after each padded convolution), so
     they are clamped onto the border and added there as zeros; no padded canvas is needed.
     """
     n, c, h, w = g.shape
+    size = dest.shape[-2:]
     rows = (top[:, None] + torch.arange(h)).clamp(0, size[0] - 1)
     cols = (left[:, None] + torch.arange(w)).clamp(0, size[1] - 1)
-    out = g.new_zeros(n, size[0], size[1], c)
-    out.index_put_((torch.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]), g.permute(0, 2, 3, 1),
-                   accumulate=True)
-    return out.permute(0, 3, 1, 2)
+    dest.permute(0, 2, 3, 1).index_put_((torch.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]),
+                                        g.permute(0, 2, 3, 1), accumulate=True)
