@@ -300,7 +300,7 @@ def test_generic_datasets_train_like_tensor_datasets(tmp_path, data):
 
 def test_ten_crop_evaluation_averages_the_softmax_of_ten_views():
     from zfkit.data import ten_crop
-    from zfkit.zoo import init_he
+    from zfkit.models import init_he
 
     model = tiny_model().eval()
     init_he(model)  # the paper's init gives near-uniform outputs: ties would make top-1 ambiguous

@@ -168,6 +168,20 @@ def init_paper(model: nn.Module, std: float = 1e-2) -> nn.Module:
     return model
 
 
+def init_he(model: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
+    """He et al.'s N(0, 2/fan_in) for every conv/linear weight (``model`` itself may be one), biases 0.
+
+    Keeps the signal's scale through ReLU layers; the book's mini models train from it (see
+    ``zfkit.zoo``). ``generator`` makes the draw independent of torch's global random state.
+    """
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu", generator=generator)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return model
+
+
 def build(spec: ArchSpec) -> ConvNet:
     """Build a network from its spec (the inverse of ``model.spec``)."""
     return ConvNet(spec)

@@ -7,7 +7,6 @@ agreement between the two is evidence, not tautology. It projects one unit per c
 """
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -39,6 +38,18 @@ class IdentityBackward(torch.autograd.Function):
         return g, None
 
 
+def rule_step(module: nn.Module, x: torch.Tensor, relu) -> torch.Tensor:
+    """One module's forward with the backward the deconvnet walk takes: ``relu`` (from
+    :func:`relu_with`) for ReLUs, the identity for LRN and dropout (off at test time)."""
+    if isinstance(module, nn.ReLU):
+        return relu(x)
+    if isinstance(module, nn.LocalResponseNorm):
+        return IdentityBackward.apply(x, module)
+    if isinstance(module, nn.Dropout):
+        return x
+    return module(x)
+
+
 def autograd_projection(model: nn.Module, image: torch.Tensor, index: int, channel: int, mode: str = "max",
                         rule: str = "deconvnet") -> torch.Tensor:
     """Projection of ``channel`` of ``model.features[index]``'s output for one (C, H, W) image."""
@@ -46,14 +57,7 @@ def autograd_projection(model: nn.Module, image: torch.Tensor, index: int, chann
     x = image[None].clone().requires_grad_(True)
     h = x
     for m in list(model.features)[: index + 1]:
-        if isinstance(m, nn.ReLU):
-            h = relu(h)
-        elif isinstance(m, nn.LocalResponseNorm):
-            h = IdentityBackward.apply(h, m)
-        elif isinstance(m, nn.MaxPool2d):
-            h = F.max_pool2d(h, m.kernel_size, m.stride, m.padding, m.dilation, ceil_mode=m.ceil_mode)
-        elif isinstance(m, nn.Conv2d):
-            h = m(h)
+        h = rule_step(m, h, relu)
     a = h[0, channel].flatten()
     if mode == "max":
         pos = a.argmax()

@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .layers import resolve
-from .models import ArchSpec, ConvNet, build, check_input
+from .models import ArchSpec, ConvNet, build, init_he
 from .topk import layer_activations
 
 __all__ = ["ProbeResult", "FewShotCurve", "features", "linear_probe", "layer_probes", "few_shot_curve",
@@ -102,8 +102,6 @@ def features(model: nn.Module, dataset: Dataset, layer: str | nn.Module, batch_s
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if grid is not None and (not isinstance(grid, int) or grid < 1):
         raise ValueError(f"grid must be a positive int or None, got {grid!r}")
-    if isinstance(model, ConvNet):
-        check_input(images[:1], model.in_channels, model.input_size, model.spec.name)
     was_training = model.training
     model.eval()
     out = []
@@ -214,11 +212,7 @@ def train_scratch(spec: ArchSpec, images: torch.Tensor, labels: torch.Tensor, se
     """
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = build(replace(spec, num_classes=int(labels.max()) + 1))
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-                nn.init.zeros_(m.bias)
+        model = init_he(build(replace(spec, num_classes=int(labels.max()) + 1)))
         optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
         order = torch.Generator().manual_seed(seed)
         model.train()

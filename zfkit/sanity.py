@@ -9,7 +9,7 @@ model. This module provides the pieces, for any of the three backward rules of
 
 - :func:`randomize`, :func:`cascade`, :func:`independent`: copies of a model with chosen weight
   layers re-drawn from the initialisation the book trains from (He et al.'s N(0, 2/fan_in),
-  biases 0; ``zfkit.zoo.init_he``), the original left untouched. Each layer's new weights
+  biases 0; :func:`zfkit.models.init_he`), the original left untouched. Each layer's new weights
   depend only on ``seed`` and its name, so the cascade's step k really contains step k-1.
   :func:`relative_change` says how far training moved a model from its initialisation.
 - :func:`project`: one projection per (image, unit) pair, for conv layers (the deconvnet, mode
@@ -25,7 +25,6 @@ model. This module provides the pieces, for any of the three backward rules of
 from __future__ import annotations
 
 import copy
-import math
 import warnings
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -39,7 +38,8 @@ from torch import nn
 from .checks import check_images
 from .deconv import RULES, Deconvnet
 from .layers import resolve
-from .oracle import IdentityBackward, relu_with
+from .models import init_he
+from .oracle import relu_with, rule_step
 from .viz import new_figure, show_image, to_display
 
 __all__ = ["METRICS", "RULE_COLOURS", "weight_layers", "randomize", "cascade", "independent", "project",
@@ -95,19 +95,14 @@ def randomize(model: nn.Module, layers: str | Iterable[str], seed: int = 0) -> n
     """A deep copy of ``model`` whose named weight ``layers`` are re-initialised; ``model`` is untouched.
 
     Weights are drawn from He et al.'s N(0, 2/fan_in) and biases set to 0, the initialisation the
-    book's models start training from (``zfkit.zoo.init_he``): a randomised layer is the layer
+    book's models start training from (:func:`zfkit.models.init_he`): a randomised layer is the layer
     as it was before it learned anything. The copy is in eval mode.
     """
     names = _check_names(model, layers)
     clone = copy.deepcopy(model)
     modules = weight_layers(clone)
-    with torch.no_grad():
-        for name in names:
-            m = modules[name]
-            std = math.sqrt(2.0 / m.weight[0].numel())  # fan_in: in_channels x kernel area, or in_features
-            m.weight.copy_(torch.randn(m.weight.shape, generator=_layer_generator(seed, name)) * std)
-            if m.bias is not None:
-                m.bias.zero_()
+    for name in names:
+        init_he(modules[name], _layer_generator(seed, name))
     return clone.eval()
 
 
@@ -146,16 +141,6 @@ def relative_change(before: nn.Module, after: nn.Module) -> dict[str, float]:
 
 # ---------------------------------------------------------------- projections of (image, unit) pairs
 
-def _step(module: nn.Module, x: torch.Tensor, relu) -> torch.Tensor:
-    if isinstance(module, nn.ReLU):
-        return relu(x)
-    if isinstance(module, nn.LocalResponseNorm):
-        return IdentityBackward.apply(x, module)
-    if isinstance(module, nn.Dropout):  # off at test time
-        return x
-    return module(x)
-
-
 def _classifier_projection(model: nn.Module, images: torch.Tensor, index: int, units: torch.Tensor,
                            rule: str) -> torch.Tensor:
     """d unit / d input through the whole network with every ReLU's backward replaced by ``rule``."""
@@ -164,11 +149,11 @@ def _classifier_projection(model: nn.Module, images: torch.Tensor, index: int, u
     with torch.enable_grad():
         h = x
         for m in model.features:
-            h = _step(m, h, relu)
+            h = rule_step(m, h, relu)
         pool = getattr(model, "avgpool", None)  # torchvision's AlexNet/VGG
         h = torch.flatten(pool(h) if isinstance(pool, nn.Module) else h, 1)
         for m in list(model.classifier)[: index + 1]:
-            h = _step(m, h, relu)
+            h = rule_step(m, h, relu)
         (grad,) = torch.autograd.grad(h[torch.arange(len(units)), units].sum(), x)
     return grad
 

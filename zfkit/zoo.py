@@ -52,6 +52,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from . import data, models, profiles
+from .models import init_he
 from .checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint
 from .train import Recipe, evaluate, fit
 
@@ -61,14 +62,6 @@ __all__ = ["load", "metrics", "checkpoints", "prepare", "Prepared", "cache_dir",
 ZFNET_FAN_IN = {"conv1": 147, "conv2": 2400, "conv3": 2304, "conv4": 3456, "conv5": 3456,
                 "fc6": 9216, "fc7": 4096, "fc8": 4096}
 IMAGENET_MEAN_SAMPLE = 2000  # training images averaged for the per-pixel mean (the paper used all)
-
-
-def init_he(model: nn.Module) -> None:
-    """He et al.'s N(0, 2/fan_in) for every conv/linear weight, biases 0: keeps the signal's scale."""
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-            nn.init.zeros_(m.bias)
 
 
 def init_zfnet_gain(model: nn.Module) -> None:
