@@ -36,3 +36,33 @@ def test_measure_scores_a_trained_row(tmp_path, monkeypatch):
     assert measured["train_top1"] == pytest.approx(100 * train.evaluate(model, run.train)["top1_err"])
     assert 0 <= measured["train_top1"] <= 100 and measured["paper_val_top1"] == 71.3
     assert [c.name for c in model.spec.convs] == ["conv1", "conv2", "conv5"] and model.spec.fc_names == ()
+
+
+def _row(name, train, test, parameters=100):
+    return {"name": name, "train_top1": train, "test_top1": test, "parameters": parameters}
+
+
+def test_compare_derives_each_conclusions_difference():
+    table = ablation.Table([
+        _row("alexnet-mini-short", 30, 35, 1000), _row("alexnet-mini-no-conv34", 31, 37),
+        _row("alexnet-mini-no-fc67", 30, 34, 400), _row("alexnet-mini-no-conv34-fc67", 40, 45),
+        _row("alexnet-mini-no-fc7", 30, 36), _row("alexnet-mini-fc-narrow", 30, 35.5),
+        _row("alexnet-mini-fc-wide", 30, 33), _row("zfnet-mini-short", 30, 32),
+        _row("zfnet-mini-fc-narrow", 30, 33), _row("zfnet-mini-fc-wide", 30, 31),
+        _row("zfnet-mini-conv-wide", 20, 30), _row("zfnet-mini-conv-fc-wide", 10, 31),
+    ])
+    c = ablation.compare(table)
+    assert c.delta_vs_alexnet == {"alexnet-mini-no-conv34": 2, "alexnet-mini-no-fc67": -1,
+                                  "alexnet-mini-no-conv34-fc67": 10, "alexnet-mini-no-fc7": 1}
+    assert c.fc_parameter_share == pytest.approx(0.6)
+    assert c.fc_width_deltas == {"alexnet-mini-fc-narrow": 0.5, "alexnet-mini-fc-wide": -2,
+                                 "zfnet-mini-fc-narrow": 1, "zfnet-mini-fc-wide": -1}
+    assert c.conv_wide_gain == 2
+    assert c.conv_fc_wide_vs_conv_wide == {"test": 1, "gap": 11}  # gaps 21 vs 10
+    assert c.records()["conv_wide_gain"] == 2
+
+
+@pytest.mark.parametrize("difference, early, verdict", [
+    (5.0, False, True), (5.0, True, True), (1.0, False, None), (-5.0, False, False), (-5.0, True, None)])
+def test_judge_needs_two_seed_stds_and_withholds_refutation_in_early_training(difference, early, verdict):
+    assert ablation.judge(difference, noise=2.0, early_training=early) is verdict

@@ -168,3 +168,20 @@ def test_subpixel_transposed_convolution_equals_conv_transpose2d(c_in, c_out, k,
     weight = torch.randn(c_in, c_out, k, k, dtype=torch.float64)
     expected = torch.nn.functional.conv_transpose2d(g, weight, stride=stride)
     torch.testing.assert_close(_subpixel_conv_t(g, weight, stride), expected)
+
+
+def test_oracle_agreement_is_the_lowest_cosine_and_refuses_all_zero_projections():
+    from zfkit.oracle import agreement
+
+    torch.manual_seed(0)
+    model = models.zfnet_mini(width=0.25).eval()
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+    images = torch.randn(2, 1, 32, 32)
+    for rule in ("deconvnet", "guided", "gradient"):
+        assert agreement(model, images, "conv3", [0, 1], rule) >= 0.9999
+    with torch.no_grad():
+        model.features.conv1.weight.zero_(), model.features.conv1.bias.fill_(-1.0)  # every unit dead
+    with pytest.raises(ValueError, match="every projection is zero"):
+        agreement(model, images, "conv2", [0])

@@ -8,7 +8,7 @@ from torch.utils.data import TensorDataset
 
 from zfkit import models
 from zfkit.data import TensorImages
-from zfkit.probes import features, few_shot_curve, layer_probes, linear_probe, train_scratch
+from zfkit.probes import FewShotCurve, features, few_shot_curve, layer_probes, linear_probe, train_scratch
 from zfkit.topk import layer_activations
 
 
@@ -166,6 +166,16 @@ def test_layer_probes_score_every_layer_and_classifier_on_shared_folds(model):
     one = layer_probes(model, ds, ["fc7"], shots=5, folds=2, classifiers=["softmax"], progress=False)[0]
     curve = few_shot_curve(model, ds, shots=[5], folds=2, layer="fc7", progress=False)
     assert one["mean"] == pytest.approx(curve.pretrained.mean())  # same seeded splits as the few-shot curve
+
+
+def test_margin_is_pretrained_minus_scratch_in_points():
+    scores = lambda v: np.full((2, 3), v)  # noqa: E731
+    mine = FewShotCurve((1, 5), "fc7", scores(0.8), scores(0.5), ())
+    other = FewShotCurve((1, 5), "conv2", scores(0.9), None, ())
+    assert mine.margin() == pytest.approx({1: 30.0, 5: 30.0})
+    assert other.margin(baseline=mine) == pytest.approx({1: 40.0, 5: 40.0})
+    with pytest.raises(ValueError, match="scratch baseline"):
+        other.margin()
 
 
 EMPTY = TensorImages(torch.zeros(0, 1, 32, 32), torch.zeros(0, dtype=torch.long), ("a",))

@@ -12,7 +12,7 @@ trains anyway.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from torch import nn
@@ -20,7 +20,8 @@ from torch import nn
 from . import zoo
 from .train import evaluate
 
-__all__ = ["Row", "ROWS", "Table", "measure", "seed_spread", "SEEDS"]
+__all__ = ["Row", "ROWS", "Table", "measure", "seed_spread", "SEEDS", "Comparisons", "compare", "convergence",
+           "judge"]
 
 
 @dataclass(frozen=True)
@@ -103,3 +104,54 @@ def seed_spread(name: str, profile="book", seeds: tuple[int, ...] = SEEDS) -> di
     errors = np.array([100 * zoo.metrics(name, profile, seed=s)["test"]["top1_err"] for s in seeds])
     return {"name": name, "seeds": list(seeds), "test_top1": errors.tolist(), "mean": float(errors.mean()),
             "std": float(errors.std(ddof=1))}
+
+
+@dataclass(frozen=True)
+class Comparisons:
+    """The row differences Table 3's conclusions rest on, in points of test top-1 error (+ = worse)."""
+
+    delta_vs_alexnet: dict[str, float]  # each removal row minus AlexNet-mini
+    fc_parameter_share: float  # fc6 + fc7's share of AlexNet-mini's parameters
+    fc_width_deltas: dict[str, float]  # each fc-narrow / fc-wide row minus its baseline
+    conv_wide_gain: float  # ZFNet-mini minus its conv-wide row (+ = widening helped)
+    conv_fc_wide_vs_conv_wide: dict[str, float]  # "test" error and train/test "gap": conv-fc-wide minus conv-wide
+
+    def records(self) -> dict:
+        return asdict(self)
+
+
+_REMOVALS = ("alexnet-mini-no-conv34", "alexnet-mini-no-fc67", "alexnet-mini-no-conv34-fc67", "alexnet-mini-no-fc7")
+
+
+def compare(table: Table) -> Comparisons:
+    """The comparisons of the paper's four conclusions, from a measured :class:`Table` of :data:`ROWS`."""
+    err = {r["name"]: r["test_top1"] for r in table}
+    gap = {r["name"]: r["test_top1"] - r["train_top1"] for r in table}
+    alex, zf = "alexnet-mini-short", "zfnet-mini-short"
+    widths = {f"{base.removesuffix('-short')}-fc-{size}": base for base in (alex, zf) for size in ("narrow", "wide")}
+    return Comparisons(
+        delta_vs_alexnet={name: err[name] - err[alex] for name in _REMOVALS},
+        fc_parameter_share=1 - table.row("alexnet-mini-no-fc67")["parameters"] / table.row(alex)["parameters"],
+        fc_width_deltas={name: err[name] - err[base] for name, base in widths.items()},
+        conv_wide_gain=err[zf] - err["zfnet-mini-conv-wide"],
+        conv_fc_wide_vs_conv_wide={"test": err["zfnet-mini-conv-fc-wide"] - err["zfnet-mini-conv-wide"],
+                                   "gap": gap["zfnet-mini-conv-fc-wide"] - gap["zfnet-mini-conv-wide"]},
+    )
+
+
+def convergence(table: Table, profile="book") -> tuple[float, float]:
+    """How far the rows are from converged: the fully trained ZFNet-mini's test top-1 error (%) and
+    the ratio of the short-budget ZFNet-mini's error to it (1 = as good as fully trained)."""
+    converged = 100 * zoo.metrics("zfnet-mini", profile)["test"]["top1_err"]
+    return converged, table.row("zfnet-mini-short")["test_top1"] / converged
+
+
+def judge(difference: float, noise: float, early_training: bool) -> bool | None:
+    """A verdict on a claim that predicts ``difference`` > 0: reproduced beyond two seed standard
+    deviations; refuted beyond them the other way, unless the rows are in early training, where
+    how fast an architecture learns, not what it can represent, decides (then inconclusive)."""
+    if difference > 2 * noise:
+        return True
+    if difference < -2 * noise and not early_training:
+        return False
+    return None

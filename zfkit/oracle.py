@@ -7,7 +7,11 @@ agreement between the two is evidence, not tautology. It projects one unit per c
 """
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from .deconv import Deconvnet
+from .layers import resolve
 
 
 def relu_with(rule: str):
@@ -65,3 +69,18 @@ def autograd_projection(model: nn.Module, image: torch.Tensor, index: int, chann
     else:
         (a.detach() * a).sum().backward()
     return x.grad[0]
+
+
+def agreement(model: nn.Module, images: torch.Tensor, layer, channels, rule: str = "deconvnet") -> float:
+    """The lowest cosine similarity between :class:`zfkit.deconv.Deconvnet` projections (mode "max")
+    and this oracle's, over every image and channel whose projection is not all zero: the number a
+    chapter reports to show the fast engine computes exactly the modified backward pass."""
+    channels = list(channels)
+    ours = Deconvnet(model, rule).project(images, layer, channels=channels)
+    index = resolve(model, layer).index
+    cosines = [F.cosine_similarity(ours[b, j].flatten(), autograd_projection(model, images[b], index, c, "max", rule)
+                                   .flatten(), dim=0).item()
+               for b in range(len(images)) for j, c in enumerate(channels) if ours[b, j].abs().sum() > 0]
+    if not cosines:
+        raise ValueError("every projection is zero (dead units): pick other images or channels")
+    return min(cosines)

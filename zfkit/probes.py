@@ -71,6 +71,18 @@ class FewShotCurve:
             raise ValueError(f"which must be 'pretrained' or 'scratch' (when run with scratch=...), got {which!r}")
         return scores.mean(1), scores.std(1, ddof=1)
 
+    def margin(self, baseline: "FewShotCurve | None" = None) -> dict[int, float]:
+        """Per shot count, this curve's pretrained mean accuracy minus the scratch mean, in points.
+
+        The scratch run is this curve's, or ``baseline``'s (same shots): the features of another
+        layer are then compared with one scratch baseline instead of training it again.
+        """
+        scratch = self if baseline is None else baseline
+        if scratch.scratch is None or scratch.shots != self.shots:
+            raise ValueError("margin needs a scratch baseline over the same shots: run few_shot_curve(..., scratch=True) "
+                             "or pass baseline= such a curve")
+        return {n: float(100 * (a - b)) for n, a, b in zip(self.shots, self.stats()[0], scratch.stats("scratch")[0])}
+
     def summary(self) -> list[dict]:
         """One JSON-able row per shot count: mean and std of each method."""
         rows = []
