@@ -124,7 +124,7 @@ _REMOVALS = ("alexnet-mini-no-conv34", "alexnet-mini-no-fc67", "alexnet-mini-no-
 
 
 def compare(table: Table) -> Comparisons:
-    """The comparisons of the paper's four conclusions, from a measured :class:`Table` of :data:`ROWS`."""
+    """The comparisons of the paper's four conclusions, from a measured :class:`Table` of the ``ROWS``."""
     err = {r["name"]: r["test_top1"] for r in table}
     gap = {r["name"]: r["test_top1"] - r["train_top1"] for r in table}
     alex, zf = "alexnet-mini-short", "zfnet-mini-short"

@@ -26,6 +26,7 @@ __all__ = [
     "alexnet_mini",
     "variant",
     "build",
+    "init_he",
     "describe",
     "LayerRow",
     "Description",
