@@ -316,6 +316,9 @@ BAD_CALLS = [
                  id="recipe-batch-size-fraction"),
     pytest.param(lambda c: Recipe(momentum=1.0), ValueError, "Recipe.momentum must be in [0, 1), got 1.0",
                  id="recipe-momentum-one"),
+    pytest.param(lambda c: Recipe(epochs=10, final_anneal_epochs=10), ValueError,
+                 "Recipe.final_anneal_epochs (10) must be smaller than epochs (10): at least one epoch has to run at "
+                 "the starting rate", id="recipe-final-anneal-whole-run"),
     pytest.param(lambda c: Recipe(device=0), ValueError, "Recipe.device must be a string", id="recipe-device-not-a-name"),
     pytest.param(lambda c: plan_device("gpu-please"), ValueError, "Recipe.device 'gpu-please' is not a device name",
                  id="recipe-device-unknown"),

@@ -208,3 +208,30 @@ def test_ensemble_averages_the_members_softmax():
     assert torch.allclose(models.Ensemble(members)(x).softmax(1), expected, atol=1e-6)
     with pytest.raises(ValueError, match="at least one"):
         models.Ensemble([])
+
+
+# ---------------------------------------------------------------- where dropout acts
+
+def test_dropout_acts_on_the_units_of_fc6_and_fc7_as_in_the_paper():
+    """§3: "Dropout is used in the fully connected layers (6 and 7)": their rectified outputs are
+    dropped; pool5's units reach fc6 whole, and fc8 sees fc7's dropped units."""
+    net = models.zfnet_mini().train()
+    assert [n for n, _ in net.classifier.named_children()] == ["fc6", "relu6", "drop6", "fc7", "relu7", "drop7", "fc8"]
+    seen = {}
+    net.classifier.fc6.register_forward_pre_hook(lambda m, args: seen.__setitem__("fc6_in", args[0].clone()))
+    net.classifier.fc8.register_forward_pre_hook(lambda m, args: seen.__setitem__("fc8_in", args[0].clone()))
+    x = torch.randn(4, 1, 32, 32)
+    net(x)
+    first = dict(seen)
+    net(x)  # another dropout draw
+    assert torch.equal(first["fc6_in"], seen["fc6_in"])  # pool5 is never dropped
+    assert not torch.equal(first["fc8_in"], seen["fc8_in"])  # fc7's units are
+    assert (seen["fc8_in"] == 0).float().mean() > 0.4
+
+
+def test_fc_inputs_dropout_is_torchvision_alexnets_layout():
+    ours = models.build(models.ArchSpec(**{**models.zfnet().spec.__dict__, "dropout_site": "fc_inputs"}))
+    theirs = torchvision.models.alexnet()
+    assert [type(m) for m in ours.classifier] == [type(m) for m in theirs.classifier]
+    with pytest.raises(ValueError, match="dropout_site must be one of 'fc_outputs', 'fc_inputs', got 'fc8'"):
+        models.ArchSpec(**{**models.zfnet().spec.__dict__, "dropout_site": "fc8"})

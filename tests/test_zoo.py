@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from zfkit import train, zoo
+from zfkit import profiles, train, zoo
 from zfkit.__main__ import main
 
 
@@ -52,6 +52,20 @@ def test_first_load_trains_and_stores_the_run(trained, cache):
 def test_second_load_comes_from_the_cache(trained, monkeypatch):
     monkeypatch.setattr(zoo, "fit", lambda *a, **k: pytest.fail("retrained although cached"))
     assert _same(zoo.load("zfnet-mini", "ci"), trained)
+
+
+def test_record_from_before_a_recipe_field_existed_is_still_current(trained, cache, monkeypatch):
+    """A field added to Recipe later, at its behaviour-preserving default, must not retrain the zoo."""
+    record_file = cache / "ci" / "zfnet-mini" / "run.json"
+    original = record_file.read_text()
+    record = json.loads(original)
+    assert record["recipe"].pop("final_anneal_epochs") == 0
+    record_file.write_text(json.dumps(record))
+    monkeypatch.setattr(zoo, "fit", lambda *a, **k: pytest.fail("retrained although only a default was missing"))
+    try:
+        assert _same(zoo.load("zfnet-mini", "ci"), trained)
+    finally:
+        record_file.write_text(original)
 
 
 def test_damaged_entry_is_retrained_bit_identically(trained, cache):
@@ -169,10 +183,18 @@ def test_clipping_pair_differs_only_in_clipping():
 def test_short_budget_entries_shrink_only_the_book_run():
     short, full = zoo.prepare("alexnet-mini-short", "book"), zoo.prepare("alexnet-mini", "book")
     assert (len(short.train), short.recipe.epochs) == zoo.SHORT_BUDGET
-    assert len(full.train) == 55_000 and full.recipe.epochs == 10
+    assert len(full.train) == 55_000 and full.recipe.epochs == 13
     assert len(short.test) == len(full.test) == 10_000  # scored on the same full test split
+    # the book recipe is for the full-length run; the short run keeps the Recipe defaults
+    assert {k: getattr(full.recipe, k) for k in profiles.BOOK_RECIPE} == profiles.BOOK_RECIPE
+    assert short.recipe.differences(train.Recipe(epochs=2, seed=0)) == []
     ci = zoo.prepare("alexnet-mini-short", "ci")
     assert len(ci.train) == len(zoo.prepare("alexnet-mini", "ci").train)  # ci is already small
+
+
+@pytest.mark.parametrize("epochs, annealed", [(13, 4), (26, 8), (7, 2), (3, 1), (1, 0)])
+def test_the_final_anneal_keeps_its_share_of_a_longer_or_shorter_run(epochs, annealed):
+    assert zoo.prepare("zfnet-mini", "book", epochs=epochs).recipe.final_anneal_epochs == annealed
 
 
 def test_incomplete_entry_folder_is_discarded(cache):

@@ -19,6 +19,7 @@ from torch import nn
 __all__ = [
     "ConvSpec",
     "ArchSpec",
+    "DROPOUT_SITES",
     "ConvNet",
     "zfnet",
     "alexnet",
@@ -49,6 +50,10 @@ class ConvSpec:
     pool_ceil: bool = True  # Caffe-style ceil rounding, as the original nets used
 
 
+#: Where an ArchSpec's dropout may act: the paper's fc6/fc7 outputs, or torchvision's fc inputs.
+DROPOUT_SITES = ("fc_outputs", "fc_inputs")
+
+
 @dataclass(frozen=True)
 class ArchSpec:
     """Everything needed to rebuild a network: used by :func:`variant` and by checkpoints."""
@@ -61,8 +66,16 @@ class ArchSpec:
     in_channels: int = 3
     input_size: int = 224
     dropout: float = 0.5
+    # Where dropout acts: "fc_outputs", the paper's "in the fully connected layers (6 and 7)"
+    # (cuda-convnet drops fc6's and fc7's rectified units), or "fc_inputs", torchvision's AlexNet
+    # layout, which drops pool5's units and fc6's instead (what zfkit built before; see the training chapter).
+    dropout_site: str = "fc_outputs"
     lrn: tuple[int, float, float, float] = (5, 1e-4, 0.75, 2.0)  # size, alpha, beta, k
     removed: tuple[str, ...] = field(default=())
+
+    def __post_init__(self):
+        if self.dropout_site not in DROPOUT_SITES:
+            raise ValueError(f"dropout_site must be one of {', '.join(map(repr, DROPOUT_SITES))}, got {self.dropout_site!r}")
 
     def to_dict(self) -> dict:
         """A JSON-able description (for checkpoint metadata)."""
@@ -152,9 +165,12 @@ def _classifier_layers(spec: ArchSpec, in_features: int) -> OrderedDict:
     width = in_features
     for name, out in zip(spec.fc_names, spec.fc_widths):
         i = name.removeprefix("fc")
-        layers[f"drop{i}"] = nn.Dropout(spec.dropout)
+        if spec.dropout_site == "fc_inputs":
+            layers[f"drop{i}"] = nn.Dropout(spec.dropout)
         layers[name] = nn.Linear(width, out)
         layers[f"relu{i}"] = nn.ReLU(inplace=True)
+        if spec.dropout_site == "fc_outputs":
+            layers[f"drop{i}"] = nn.Dropout(spec.dropout)
         width = out
     layers["fc8"] = nn.Linear(width, spec.num_classes)
     return layers
@@ -217,7 +233,7 @@ def zfnet(num_classes: int = 1000, in_channels: int = 3) -> ConvNet:
 
     224x224 input -> conv1 ``96@7x7/2`` (110) -> pool 3x3/2 (55) -> LRN -> conv2 ``256@5x5/2`` (26) -> pool (13)
     -> LRN -> conv3 ``384@3x3`` -> conv4 ``384@3x3`` -> conv5 ``256@3x3`` (13) -> pool (6x6x256 = 9216)
-    -> fc6 4096 -> fc7 4096 -> fc8 C, dropout 0.5 before fc6 and fc7. 62,357,608 parameters for C=1000.
+    -> fc6 4096 -> fc7 4096 -> fc8 C, dropout 0.5 on fc6's and fc7's outputs. 62,357,608 parameters for C=1000.
     Pools round up (Caffe's convention), which is what makes 110 -> 55 and 26 -> 13.
     """
     convs = (
@@ -266,7 +282,7 @@ def zfnet_mini(num_classes: int = 10, in_channels: int = 1, width: float = 1.0) 
     """ZFNet's topology sized for 32x32 images and a 2-core CPU (Fashion-MNIST padded to 32x32).
 
     Same layer sequence as Fig. 3: five convolutions, ReLU, overlapping 3x3/2 max-pools after
-    conv1, conv2, conv5, LRN after layers 1-2, dropout 0.5 before fc6 and fc7. Sizing choices:
+    conv1, conv2, conv5, LRN after layers 1-2, dropout 0.5 on fc6's and fc7's outputs. Sizing choices:
 
     - conv1 ``32@5x5`` stride 1 (Fig. 3: ``96@7x7`` stride 2). The paper's §4.1 fix made the first layer's
       stride half of AlexNet's and its filters smaller; on a 32x32 image the analogous step is

@@ -78,6 +78,12 @@ class Recipe:
       plateaus"; we divide the learning rate by 10 after ``plateau_patience`` epoch(s) without a
       gain in validation top-1 error. Patience 1, because the book's runs last ~10 epochs, not 70:
       a plateau has to be acted on within the run or annealing never happens.
+    - ``final_anneal_epochs``: the last N epochs run at no more than ``plateau_factor`` x ``lr``.
+      The paper's 70-epoch runs end annealed; a short run whose validation error is still falling
+      may never trigger the plateau rule and would stop at its starting rate. A run the plateau
+      rule has already annealed is left as it is (annealing twice in a row left the book's model
+      training at 10^-4 for its last 4 epochs). 0 (the default) leaves annealing to the plateau
+      rule alone.
     - ``augment``: the paper's random crops and flips, for small images: each training image is
       shifted by up to ``max_shift`` pixels (zero padding + crop) and mirrored with probability
       1/2 when ``flip``. Applies to in-memory tensor datasets; other datasets (ImageNet folders)
@@ -94,6 +100,7 @@ class Recipe:
     clip_radius: float = 0.1
     plateau_factor: float = 0.1
     plateau_patience: int = 1
+    final_anneal_epochs: int = 0
     augment: bool = True
     max_shift: int = 2
     flip: bool = True
@@ -105,13 +112,16 @@ class Recipe:
     def __post_init__(self):
         for name in ("epochs", "batch_size", "eval_batch_size"):
             _check(name, getattr(self, name), int, lambda v: v > 0, "a positive integer")
-        for name in ("max_shift", "plateau_patience", "workers", "seed"):
+        for name in ("max_shift", "plateau_patience", "final_anneal_epochs", "workers", "seed"):
             _check(name, getattr(self, name), int, lambda v: v >= 0, "a non-negative integer")
         _check("lr", self.lr, (int, float), lambda v: v > 0 and math.isfinite(v), "a positive number")
         _check("clip_radius", self.clip_radius, (int, float), lambda v: v > 0, "a positive number")
         _check("momentum", self.momentum, (int, float), lambda v: 0 <= v < 1, "in [0, 1)")
         _check("weight_decay", self.weight_decay, (int, float), lambda v: v >= 0, "a non-negative number")
         _check("plateau_factor", self.plateau_factor, (int, float), lambda v: 0 < v < 1, "in (0, 1)")
+        if self.final_anneal_epochs >= self.epochs:
+            raise ValueError(f"Recipe.final_anneal_epochs ({self.final_anneal_epochs}) must be smaller than epochs "
+                             f"({self.epochs}): at least one epoch has to run at the starting rate")
         if not isinstance(self.device, str):
             raise ValueError(f"Recipe.device must be a string such as 'auto', 'cpu' or 'cuda', got {self.device!r}")
 
@@ -136,7 +146,11 @@ def _check(name: str, value, types, ok, wanted: str) -> None:
 
 @dataclass(frozen=True)
 class DevicePlan:
-    """Where to train and with which CUDA-only speed-ups (bf16 autocast, channels_last)."""
+    """Where to train and with which speed-ups: bf16 autocast on CUDA; channels_last everywhere.
+
+    channels_last on the CPU too: measured here (2 cores) it trains ZFNet-mini 1.7x and ZFNet-224
+    1.3x faster than NCHW, mostly because max-pooling and LRN have vectorised channels-last kernels.
+    """
 
     device: torch.device
     autocast_dtype: torch.dtype | None
@@ -165,8 +179,7 @@ def plan_device(name: str = "auto", local_rank: int = 0) -> DevicePlan:
         raise ValueError(f"Recipe.device {name!r} is not a device name ('auto', 'cpu', 'cuda', 'cuda:1', …)") from e
     if device.type == "cuda" and not cuda:
         raise ValueError(f"Recipe.device is {name!r} but CUDA is not available here; use device='auto' or 'cpu'")
-    on_gpu = device.type == "cuda"
-    return DevicePlan(device, torch.bfloat16 if on_gpu else None, on_gpu)
+    return DevicePlan(device, torch.bfloat16 if device.type == "cuda" else None, channels_last=True)
 
 
 # ---------------------------------------------------------------- the paper's two training-time operations
@@ -261,7 +274,8 @@ def _batches(dataset: Dataset, index_batches: list[torch.Tensor], plan: DevicePl
         source = DataLoader(dataset, batch_sampler=[idx.tolist() for idx in index_batches], num_workers=workers,
                             pin_memory=plan.device.type == "cuda", generator=generator)
     for x, y in source:
-        yield (x.to(plan.device, non_blocking=True, memory_format=plan.memory_format),
+        layout = plan.memory_format if x.dim() == 4 else torch.preserve_format
+        yield (x.to(plan.device, non_blocking=True, memory_format=layout),
                torch.as_tensor(y).to(plan.device, non_blocking=True))
 
 
@@ -390,6 +404,9 @@ def fit(
     try:
         for epoch in range(start + 1, recipe.epochs + 1):
             bar.set_description(f"epoch {epoch}/{recipe.epochs}")
+            if epoch == recipe.epochs - recipe.final_anneal_epochs + 1:  # unless the plateau rule already did
+                for group in optimizer.param_groups:
+                    group["lr"] = min(group["lr"], recipe.lr * recipe.plateau_factor)
             lr = optimizer.param_groups[0]["lr"]
             train_stats = _train_epoch(net, model, train, recipe, epoch, plan, world, optimizer, bar, out_dir)
             val_stats = evaluate(model, val, recipe.eval_batch_size, plan, workers=recipe.workers, world=world)
