@@ -50,7 +50,7 @@ class ConvSpec:
     pool_ceil: bool = True  # Caffe-style ceil rounding, as the original nets used
 
 
-#: Where an ArchSpec's dropout may act: the paper's fc6/fc7 outputs, or torchvision's fc inputs.
+#: The places an ArchSpec's dropout may act, the paper's fc6/fc7 outputs or torchvision's fc inputs.
 DROPOUT_SITES = ("fc_outputs", "fc_inputs")
 
 
