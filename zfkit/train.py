@@ -149,8 +149,9 @@ def _check(name: str, value, types, ok, wanted: str) -> None:
 class DevicePlan:
     """Where to train and with which speed-ups: bf16 autocast on CUDA; channels_last everywhere.
 
-    channels_last on the CPU too: measured here (2 cores) it trains ZFNet-mini 1.7x and ZFNet-224
-    1.3x faster than NCHW, mostly because max-pooling and LRN have vectorised channels-last kernels.
+    channels_last on the CPU too: measured here (2 cores) it trains ZFNet-mini 1.1-1.2x faster than
+    NCHW (``benchmarks/train_throughput.py``) and ZFNet-224 1.3x; max-pooling and LRN, a third of
+    the NCHW step, have vectorised channels-last kernels.
     """
 
     device: torch.device
