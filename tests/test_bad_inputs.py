@@ -316,6 +316,8 @@ BAD_CALLS = [
                  id="recipe-batch-size-fraction"),
     pytest.param(lambda c: Recipe(momentum=1.0), ValueError, "Recipe.momentum must be in [0, 1), got 1.0",
                  id="recipe-momentum-one"),
+    pytest.param(lambda c: Recipe(precision="fp16"), ValueError,
+                 "Recipe.precision must be one of 'auto', 'bf16', 'fp32', got 'fp16'", id="recipe-precision"),
     pytest.param(lambda c: Recipe(epochs=10, final_anneal_epochs=10), ValueError,
                  "Recipe.final_anneal_epochs (10) must be smaller than epochs (10): at least one epoch has to run at "
                  "the starting rate", id="recipe-final-anneal-whole-run"),

@@ -129,6 +129,23 @@ def test_auto_device_falls_back_to_cpu_in_full_precision_channels_last(monkeypat
         train.plan_device("gpu-please")
 
 
+def test_precision_chooses_the_autocast_dtype(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert train.plan_device("cpu", precision="bf16").autocast_dtype == torch.bfloat16
+    assert train.plan_device("cpu", precision="auto").autocast_dtype is None
+    assert train.plan_device("cuda", precision="fp32").autocast_dtype is None
+    assert train.plan_device("cuda", precision="auto").autocast_dtype == torch.bfloat16
+
+
+def test_bf16_recipe_trains_on_the_cpu_and_keeps_fp32_weights(tmp_path, data):
+    """On the CPU "auto" is fp32 bit for bit; "bf16" really autocasts (other weights), into fp32 weights."""
+    runs = {p: fit(tiny_model(), *data, tiny_recipe(epochs=1, precision=p), tmp_path / p, progress=False).model
+            for p in ("auto", "fp32", "bf16")}
+    assert _weights_equal(runs["auto"], runs["fp32"])
+    assert not _weights_equal(runs["bf16"], runs["fp32"])
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in runs["bf16"].parameters())
+
+
 def test_gpu_code_path_runs_on_cpu(tmp_path, data, monkeypatch):
     """bf16 autocast + channels_last, the CUDA plan, exercised on the CPU (autocast supports both)."""
     gpu_like = train.DevicePlan(torch.device("cpu"), torch.bfloat16, channels_last=True)

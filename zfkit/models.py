@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
+from .lrn import LocalResponseNorm
+
 __all__ = [
     "ConvSpec",
     "ArchSpec",
@@ -148,7 +150,7 @@ def _feature_layers(spec: ArchSpec) -> OrderedDict:
         i = conv.name.removeprefix("conv")
         layers[conv.name] = nn.Conv2d(in_ch, conv.out_channels, conv.kernel, conv.stride, conv.padding)
         layers[f"relu{i}"] = nn.ReLU(inplace=True)
-        norm = nn.LocalResponseNorm(size, alpha=alpha, beta=beta, k=k)
+        norm = LocalResponseNorm(size, alpha=alpha, beta=beta, k=k)
         pool = nn.MaxPool2d(3, stride=2, ceil_mode=conv.pool_ceil)
         if conv.norm and conv.norm_before_pool:
             layers[f"norm{i}"] = norm

@@ -51,10 +51,12 @@ __all__ = [
     "save_checkpoint",
     "latest_checkpoint",
     "PAPER_CHECKPOINT_EPOCHS",
+    "PRECISIONS",
     "METRICS_COLUMNS",
 ]
 
 PAPER_EPOCHS = 70
+PRECISIONS = ("auto", "bf16", "fp32")
 PAPER_CHECKPOINT_EPOCHS = (1, 2, 5, 10, 20, 30, 40, 64)  # the epochs shown in Fig. 4
 METRICS_COLUMNS = ("epoch", "train_loss", "train_top1_err", "val_loss", "val_top1_err", "val_top5_err",
                    "lr", "images_per_s")
@@ -89,7 +91,12 @@ class Recipe:
       shifted by up to ``max_shift`` pixels (zero padding + crop) and mirrored with probability
       1/2 when ``flip``. Applies to in-memory tensor datasets; other datasets (ImageNet folders)
       augment in their own transform.
-    - ``device``: ``"auto"`` picks CUDA when present (then bf16 autocast and channels_last).
+    - ``device``: ``"auto"`` picks CUDA when present; channels_last on every device.
+    - ``precision``: ``"auto"`` trains under bf16 autocast on CUDA and in fp32 on the CPU;
+      ``"bf16"`` uses bf16 autocast on the CPU too, which pays on CPUs with AMX or AVX512-BF16
+      matrix units (1.4x for ZFNet-mini here, ``benchmarks/train_throughput.py``) and is slow
+      elsewhere; ``"fp32"`` never autocasts. Weights, optimizer state and evaluation outside
+      ``fit`` stay fp32.
     """
 
     epochs: int = 10
@@ -107,6 +114,7 @@ class Recipe:
     flip: bool = True
     seed: int = 0
     device: str = "auto"
+    precision: str = "auto"
     eval_batch_size: int = 500
     workers: int = 0  # DataLoader workers for datasets that are not in-memory tensors
 
@@ -123,6 +131,9 @@ class Recipe:
         if self.final_anneal_epochs >= self.epochs:
             raise ValueError(f"Recipe.final_anneal_epochs ({self.final_anneal_epochs}) must be smaller than epochs "
                              f"({self.epochs}): at least one epoch has to run at the starting rate")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"Recipe.precision must be one of {', '.join(map(repr, PRECISIONS))}, "
+                             f"got {self.precision!r}")
         if not isinstance(self.device, str):
             raise ValueError(f"Recipe.device must be a string such as 'auto', 'cpu' or 'cuda', got {self.device!r}")
 
@@ -147,11 +158,11 @@ def _check(name: str, value, types, ok, wanted: str) -> None:
 
 @dataclass(frozen=True)
 class DevicePlan:
-    """Where to train and with which speed-ups: bf16 autocast on CUDA; channels_last everywhere.
+    """Where to train and with which speed-ups: bf16 autocast (see ``Recipe.precision``); channels_last.
 
     channels_last on the CPU too: measured here (2 cores) it trains ZFNet-mini 1.1-1.2x faster than
-    NCHW (``benchmarks/train_throughput.py``) and ZFNet-224 1.3x; max-pooling and LRN, a third of
-    the NCHW step, have vectorised channels-last kernels.
+    NCHW (``benchmarks/train_throughput.py``) and ZFNet-224 1.3x: max-pooling has a vectorised
+    channels-last kernel, and :mod:`zfkit.lrn`'s GEMM over channels reads them contiguously.
     """
 
     device: torch.device
@@ -168,8 +179,11 @@ class DevicePlan:
         return torch.channels_last if self.channels_last else torch.contiguous_format
 
 
-def plan_device(name: str = "auto", local_rank: int = 0) -> DevicePlan:
-    """``"auto"``: CUDA (this process's ``local_rank`` GPU) when available, else CPU."""
+def plan_device(name: str = "auto", local_rank: int = 0, precision: str = "auto") -> DevicePlan:
+    """``"auto"``: CUDA (this process's ``local_rank`` GPU) when available, else CPU.
+
+    ``precision`` as in :class:`Recipe`: ``"auto"`` autocasts to bf16 on CUDA only.
+    """
     cuda = torch.cuda.is_available()
     if name == "auto":
         name = f"cuda:{local_rank}" if cuda else "cpu"
@@ -181,7 +195,8 @@ def plan_device(name: str = "auto", local_rank: int = 0) -> DevicePlan:
         raise ValueError(f"Recipe.device {name!r} is not a device name ('auto', 'cpu', 'cuda', 'cuda:1', …)") from e
     if device.type == "cuda" and not cuda:
         raise ValueError(f"Recipe.device is {name!r} but CUDA is not available here; use device='auto' or 'cpu'")
-    return DevicePlan(device, torch.bfloat16 if device.type == "cuda" else None, channels_last=True)
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return DevicePlan(device, torch.bfloat16 if bf16 else None, channels_last=True)
 
 
 # ---------------------------------------------------------------- the paper's two training-time operations
@@ -375,7 +390,7 @@ def fit(
     keep = _checkpoint_epochs(checkpoints, recipe)
     out_dir = _writable_dir(out_dir)
 
-    plan = plan_device(recipe.device, int(os.environ.get("LOCAL_RANK", 0)))
+    plan = plan_device(recipe.device, int(os.environ.get("LOCAL_RANK", 0)), recipe.precision)
     if plan.device.type == "cuda":
         torch.cuda.set_device(plan.device)
     world = distributed.join(plan.device)
