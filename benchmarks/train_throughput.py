@@ -6,8 +6,9 @@ ratio is reported, with the best rate of each loop. The bare loop runs in fit's 
 (channels_last), so the ratio measures fit's own overhead; the textbook NCHW loop is timed too, to
 show what the layout is worth on this CPU. fit's number is the images/s it writes to
 metrics.csv (the training loop; validation and checkpoints excluded), measured with augmentation
-and clipping off so that both loops do the same arithmetic; the full recipe's rate is shown too.
-Target: fit / bare >= 0.95.
+and clipping off so that both loops do the same arithmetic; the full recipe's rate is shown too,
+and fit under bf16 autocast (``Recipe.precision="bf16"``, what the book's main run uses on this
+AMX CPU). Target: fit / bare >= 0.95.
 
     python benchmarks/train_throughput.py [--images 1280] [--repeats 7] [--threads N]
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import tempfile
 import time
 
@@ -81,17 +83,20 @@ def main() -> None:
     model = models.zfnet_mini()
     same_work = Recipe(epochs=1, batch_size=args.batch_size, augment=False, feature_scale_clipping=False, device="cpu")
     full_recipe = Recipe(epochs=1, batch_size=args.batch_size, device="cpu")
+    bf16 = dataclasses.replace(same_work, precision="bf16")
 
     bare_loop(copy.deepcopy(model), train.images[:512], train.targets[:512], args.batch_size)  # warm-up
-    bare, nchw, ours, recipe = [], [], [], []
+    bare, nchw, ours, recipe, ours_bf16 = [], [], [], [], []
     for _ in range(args.repeats):  # adjacent runs see the same background load: their ratio is robust to it
         bare.append(bare_loop(copy.deepcopy(model), train.images, train.targets, args.batch_size, torch.channels_last))
         nchw.append(bare_loop(copy.deepcopy(model), train.images, train.targets, args.batch_size))
         ours.append(fit_rate(copy.deepcopy(model), train, val, same_work))
         recipe.append(fit_rate(copy.deepcopy(model), train, val, full_recipe))
+        ours_bf16.append(fit_rate(copy.deepcopy(model), train, val, bf16))
     ratios = sorted(o / b for o, b in zip(ours, bare))
     full_ratios = sorted(r / b for r, b in zip(recipe, bare))
     layout_ratios = sorted(o / b for o, b in zip(ours, nchw))
+    bf16_ratios = sorted(h / o for h, o in zip(ours_bf16, ours))
     peak = matmul_peak()
     flops_per_image = models.describe(model).total_macs * 2 * 3  # forward + backward (2x forward)
 
@@ -99,11 +104,12 @@ def main() -> None:
     print(f"{'loop':<34}{'best img/s':>11}   all runs")
     for name, rates in (("bare PyTorch loop, channels_last", bare), ("bare PyTorch loop, NCHW", nchw),
                         ("zfkit fit (same arithmetic)", ours),
-                        ("zfkit fit (augment + clipping)", recipe)):
+                        ("zfkit fit (augment + clipping)", recipe), ("zfkit fit, bf16 autocast", ours_bf16)):
         print(f"{name:<34}{max(rates):>11.0f}   {' '.join(f'{r:.0f}' for r in rates)}")
     print(f"fit / bare, median of {args.repeats} adjacent pairs: {ratios[len(ratios) // 2]:.3f} (target >= 0.95; "
           f"range {ratios[0]:.3f}-{ratios[-1]:.3f}); full recipe / bare: {full_ratios[len(full_ratios) // 2]:.3f}")
     print(f"fit / textbook NCHW loop: {layout_ratios[len(layout_ratios) // 2]:.3f} (what channels_last is worth here)")
+    print(f"fit in bf16 / fit in fp32: {bf16_ratios[len(bf16_ratios) // 2]:.3f} (what bf16 autocast is worth here)")
     print(f"matmul peak: {peak / 1e9:.1f} GFLOP/s; training cost {flops_per_image / 1e6:.1f} MFLOP/image; "
           f"fit achieves {max(ours) * flops_per_image / peak:.1%} of peak, the bare loop {max(bare) * flops_per_image / peak:.1%}")
 

@@ -1,4 +1,4 @@
-"""Local response normalisation as a banded matrix product: ``nn.LocalResponseNorm``'s maths, 4-5x faster.
+"""Local response normalisation as a banded matrix product: ``nn.LocalResponseNorm``'s maths, 3-4x faster.
 
 PyTorch computes the cross-channel sum of squares with ``avg_pool3d``, which on the CPU was a third
 of ZFNet-mini's whole training step (``benchmarks/train_throughput.py``). The same sum is the

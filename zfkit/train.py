@@ -79,7 +79,7 @@ class Recipe:
     - ``plateau_factor``/``plateau_patience``: the paper anneals "manually when the validation error
       plateaus"; we divide the learning rate by 10 after ``plateau_patience`` epoch(s) without a
       gain in validation top-1 error. Patience 1 by default, because short runs must act on a
-      plateau within the run; the book's 13-epoch main run uses 2 (``zfkit.profiles.BOOK_RECIPE``),
+      plateau within the run; the book's 16-epoch main run uses 2 (``zfkit.profiles.BOOK_RECIPE``),
       since the validation error of 5,000 images moves by ±0.4 points from noise alone.
     - ``final_anneal_epochs``: the last N epochs run at no more than ``plateau_factor`` x ``lr``.
       The paper's 70-epoch runs end annealed; a short run whose validation error is still falling

@@ -115,7 +115,7 @@ class Entry:
 
 
 # A book-profile budget for the models a chapter trains several of (Table 2's ensembles, Fig. 6's
-# pair): the full 55k x 13 epochs would take the whole 30-minute book several times over.
+# pair): the full 55k x 16 epochs would take the whole 30-minute book several times over.
 SHORT_BUDGET = (10_000, 2)
 PAIR_BUDGET = (20_000, 3)
 TRANSFER_BUDGET = (15_000, 3)  # the 5-class source model of the transfer chapter
