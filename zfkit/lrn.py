@@ -1,7 +1,7 @@
 """Local response normalisation as a banded matrix product: ``nn.LocalResponseNorm``'s maths, 3-4x faster.
 
 PyTorch computes the cross-channel sum of squares with ``avg_pool3d``, which on the CPU was a third
-of ZFNet-mini's whole training step (``benchmarks/train_throughput.py``). The same sum is the
+of ZFNet-mini's whole training step; ``benchmarks/lrn.py`` measures the gain. The same sum is the
 product of the squared activations, channels last, with a 0/1 band matrix: one small GEMM, whose
 backward is another. The class keeps PyTorch's name and signature, so ``isinstance`` checks,
 printed models and layer descriptions are unchanged.
