@@ -183,7 +183,7 @@ def test_clipping_pair_differs_only_in_clipping():
 def test_short_budget_entries_shrink_only_the_book_run():
     short, full = zoo.prepare("alexnet-mini-short", "book"), zoo.prepare("alexnet-mini", "book")
     assert (len(short.train), short.recipe.epochs) == zoo.SHORT_BUDGET
-    assert len(full.train) == 55_000 and full.recipe.epochs == 13
+    assert len(full.train) == 55_000 and full.recipe.epochs == profiles.get("book").epochs == 16
     assert len(short.test) == len(full.test) == 10_000  # scored on the same full test split
     # the book recipe is for the full-length run; the short run keeps the Recipe defaults
     assert {k: getattr(full.recipe, k) for k in profiles.BOOK_RECIPE} == profiles.BOOK_RECIPE
@@ -192,8 +192,10 @@ def test_short_budget_entries_shrink_only_the_book_run():
     assert len(ci.train) == len(zoo.prepare("alexnet-mini", "ci").train)  # ci is already small
 
 
-@pytest.mark.parametrize("epochs, annealed", [(13, 4), (26, 8), (7, 2), (3, 1), (1, 0)])
+@pytest.mark.parametrize("epochs, annealed", [(16, 4), (32, 8), (8, 2), (7, 2), (3, 1), (1, 0)])
 def test_the_final_anneal_keeps_its_share_of_a_longer_or_shorter_run(epochs, annealed):
+    """The book's 4 of 16 epochs is a quarter of the run, rounded, and never the whole run."""
+    assert (profiles.get("book").epochs, profiles.BOOK_RECIPE["final_anneal_epochs"]) == (16, 4)
     assert zoo.prepare("zfnet-mini", "book", epochs=epochs).recipe.final_anneal_epochs == annealed
 
 
