@@ -134,8 +134,14 @@ def test_cli_trains_and_resumes(tmp_path, capsys):
     assert train.load_checkpoint(out / "last").epoch == 2
 
 
+def test_cli_precision_overrides_the_profile(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--profile", "ci", "--out", str(out), "--epochs", "1", "--precision", "bf16", "--quiet"]) == 0
+    assert json.loads((out / "run.json").read_text())["recipe"]["precision"] == "bf16"
+
+
 @pytest.mark.parametrize("argv", [["train", "--out", "x", "--epochs", "0"], ["train", "--profile", "huge", "--out", "x"],
-                                  ["train", "--profile", "ci"]])
+                                  ["train", "--profile", "ci"], ["train", "--out", "x", "--precision", "fp16"]])
 def test_cli_rejects_bad_arguments(argv):
     with pytest.raises(SystemExit):
         main(argv)

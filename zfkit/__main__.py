@@ -27,6 +27,7 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    import dataclasses
     import json
     import time
 
@@ -39,6 +40,8 @@ def _train(args: argparse.Namespace) -> int:
     name = args.model or ("zfnet" if args.profile == "paper" else "zfnet-mini")
     try:
         run = prepare(name, args.profile, seed=args.seed, data_root=args.data, epochs=args.epochs)
+        if args.precision:
+            run = dataclasses.replace(run, recipe=dataclasses.replace(run.recipe, precision=args.precision))
         started = time.perf_counter()
         result = fit(run.model, run.train, run.val, run.recipe, args.out, resume=args.resume, progress=not args.quiet)
         minutes = (time.perf_counter() - started) / 60
@@ -75,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
                                                 "(default: $ZFKIT_IMAGENET)")
     p.add_argument("--epochs", type=_positive_int, default=None, help="override the profile's epoch count")
     p.add_argument("--seed", type=int, default=None, help="override the profile's seed")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default=None,
+                   help="override the profile's autocast choice (book: bf16, which is slow on CPUs without AMX "
+                        "or AVX512-BF16; pass fp32 there)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_train)
     args = parser.parse_args(argv)
