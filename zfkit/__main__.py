@@ -63,6 +63,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .train import PRECISIONS
+
     parser = argparse.ArgumentParser(prog="zfkit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("data", help="find and verify Fashion-MNIST (exit 1 with instructions when missing)")
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                                                 "(default: $ZFKIT_IMAGENET)")
     p.add_argument("--epochs", type=_positive_int, default=None, help="override the profile's epoch count")
     p.add_argument("--seed", type=int, default=None, help="override the profile's seed")
-    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default=None,
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="override the profile's autocast choice (book: bf16, which is slow on CPUs without AMX "
                         "or AVX512-BF16; pass fp32 there)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -94,7 +94,7 @@ class Recipe:
     - ``device``: ``"auto"`` picks CUDA when present; channels_last on every device.
     - ``precision``: ``"auto"`` trains under bf16 autocast on CUDA and in fp32 on the CPU;
       ``"bf16"`` uses bf16 autocast on the CPU too, which pays on CPUs with AMX or AVX512-BF16
-      matrix units (1.4x for ZFNet-mini here, ``benchmarks/train_throughput.py``) and is slow
+      matrix units (1.27x for ZFNet-mini here, ``benchmarks/train_throughput.py``) and is slow
       elsewhere; ``"fp32"`` never autocasts. Weights, optimizer state and evaluation outside
       ``fit`` stay fp32.
     """
