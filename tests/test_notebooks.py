@@ -70,16 +70,36 @@ def _book(tmp_path: Path, *sources: str) -> Path:
     return _toc(tmp_path, "format: jb-book\nroot: book/intro\nchapters:\n  - file: book/01_ch\n")
 
 
+SAVES = ("import os, sys\nfrom zfkit import results\n"
+         "path = results.save_results('01_ch', {'profile': profile})\n"
+         "print(profile, os.path.basename(os.getcwd()), path.relative_to(os.path.dirname(os.getcwd())), sys.prefix)")
+
+
 @pytest.mark.slow
-def test_run_executes_in_place_with_the_profile_and_no_injected_cell(tmp_path):
-    toc = _book(tmp_path, "import os, sys\nprint(profile, os.path.basename(os.getcwd()), sys.prefix)")
-    assert main(["run", "--profile", "ci", "--toc", str(toc)]) == 0
+def test_book_profile_executes_in_place_with_no_injected_cell_and_writes_book_results(tmp_path, monkeypatch):
+    monkeypatch.delenv("ZFKIT_RESULTS", raising=False)
+    toc = _book(tmp_path, SAVES)
+    assert main(["run", "--profile", "book", "--toc", str(toc)]) == 0
     nb = nbformat.read(tmp_path / "book" / "01_ch.ipynb", as_version=4)
     assert len(nb.cells) == 2, "papermill's injected-parameters cell must be removed"
-    assert nb.metadata.papermill.parameters == {"profile": "ci"}
+    assert nb.metadata.papermill.parameters == {"profile": "book"}
     text = nb.cells[1].outputs[0].text
-    assert text.startswith("ci book "), "runs with the profile, in the notebook's folder"
+    assert text.startswith("book book book/results/01_ch.json "), "runs with the profile, in the notebook's folder"
     assert text.split()[-1] == sys.prefix, "the kernel must run this interpreter (the venv's)"
+
+
+@pytest.mark.slow
+def test_other_profiles_write_only_under_build(tmp_path, monkeypatch):
+    """A quick pass (PROFILE=ci make book) leaves the committed notebook and results untouched."""
+    monkeypatch.delenv("ZFKIT_RESULTS", raising=False)
+    toc = _book(tmp_path, SAVES)
+    before = (tmp_path / "book" / "01_ch.ipynb").read_bytes()
+    assert main(["run", "--profile", "ci", "--toc", str(toc)]) == 0
+    assert (tmp_path / "book" / "01_ch.ipynb").read_bytes() == before
+    assert not (tmp_path / "book" / "results").exists()
+    nb = nbformat.read(tmp_path / "_build" / "ci" / "book" / "01_ch.ipynb", as_version=4)
+    assert nb.cells[1].outputs[0].text.startswith("ci book _build/ci/results/01_ch.json ")
+    assert (tmp_path / "_build" / "ci" / "results" / "01_ch.json").is_file()
 
 
 @pytest.mark.slow

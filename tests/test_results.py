@@ -49,15 +49,25 @@ def test_rejects_non_mappings_and_path_like_chapters(tmp_path):
             save_results(chapter, {}, tmp_path)
 
 
-def test_relative_folder_is_next_to_the_notebook(tmp_path, monkeypatch):
+def test_default_folder_is_build_results_of_the_repository(tmp_path, monkeypatch):
+    """Only `make book` writes the committed book/results: a JupyterLab or nbval run writes under _build."""
+    monkeypatch.delenv("ZFKIT_RESULTS", raising=False)
     (tmp_path / "book").mkdir()
     (tmp_path / "book" / "01_ch.ipynb").write_text("{}")
     monkeypatch.chdir(tmp_path)  # the repository root: the notebook lives in book/
     assert notebook_dir("01_ch") == tmp_path / "book"
-    assert save_results("01_ch", {"a": 1}) == tmp_path / "book" / "results" / "01_ch.json"
+    assert save_results("01_ch", {"a": 1}) == tmp_path / "_build" / "results" / "01_ch.json"
     monkeypatch.chdir(tmp_path / "book")  # Jupyter, nbval and zfkit.notebooks run in the notebook's folder
-    assert save_results("01_ch", {"a": 2}) == tmp_path / "book" / "results" / "01_ch.json"
+    assert save_results("01_ch", {"a": 2}) == tmp_path / "_build" / "results" / "01_ch.json"
     assert load_results("01_ch") == {"a": 2}
+    assert not (tmp_path / "book" / "results").exists()
+    assert save_results("01_ch", {"a": 3}, "results") == tmp_path / "book" / "results" / "01_ch.json"
+
+
+def test_results_env_names_the_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZFKIT_RESULTS", str(tmp_path / "book-results"))
+    monkeypatch.chdir(tmp_path)
+    assert save_results("01_ch", {"a": 1}) == tmp_path / "book-results" / "01_ch.json"
 
 
 def test_unknown_notebook_falls_back_to_the_working_directory(tmp_path, monkeypatch):
@@ -76,6 +86,21 @@ def test_verdict_table_renders_and_records():
     table = verdict_table([Verdict("a | b", "0.9", True), Verdict("c", "0.1", False, "null result"), Verdict("d", "?", None)])
     md = table._repr_markdown_()
     assert md.count("\n") == 4 and "a \\| b" in md and "**not reproduced**: null result" in md
+    assert md.startswith("| Paper's claim |")
     assert [r["verdict"] for r in table.records()] == ["reproduced", "not reproduced", "inconclusive"]
     with pytest.raises(ValueError, match="Verdict"):
         verdict_table([])
+
+
+def test_checks_are_a_separate_table_and_saved_as_records(tmp_path):
+    from zfkit.results import Verdict, check_table, verdict_table
+
+    checks = check_table([Verdict("engine = oracle", "cosine 1.000000", True), Verdict("target", "91 %", False)])
+    assert checks._repr_markdown_().startswith("| Our check | Measurement | Result |")
+    assert [r["verdict"] for r in checks.records()] == ["passed", "failed"]
+    claims = verdict_table([Verdict("claim", "x", None)])
+    save_results("ch", {"verdicts": claims, "checks": checks}, tmp_path)
+    saved = load_results("ch", tmp_path)
+    assert saved["checks"][0] == {"claim": "engine = oracle", "measured": "cosine 1.000000", "holds": True, "note": "",
+                                  "verdict": "passed"}
+    assert saved["verdicts"][0]["verdict"] == "inconclusive" and saved["verdicts"][0]["holds"] is None

@@ -2,17 +2,24 @@
 
 The chapter list comes from ``_toc.yml``, so the runner and the rendered book never disagree on
 which notebooks exist or in which order they run (later chapters may reuse models that earlier ones
-trained). Each notebook runs with papermill in its own folder, as JupyterLab and nbval run it. A
-notebook is replaced only when every cell succeeded: a failing run leaves the committed notebook
-untouched and keeps the executed copy, traceback included, under ``_build/executed/``.
+trained). Each notebook runs with papermill in its own folder, as JupyterLab and nbval run it.
+
+Only the ``book`` profile writes tracked files: it replaces each notebook by its executed copy
+when every cell succeeded, and points the kernels' results at ``book/results`` (``$ZFKIT_RESULTS``).
+Any other profile is a quick pass that writes its executed notebooks to ``_build/<profile>/`` and
+its results to ``_build/<profile>/results``, leaving the committed book as it was. A failing run
+leaves the committed notebook untouched and keeps the executed copy, traceback included, under
+``_build/executed/``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -80,8 +87,9 @@ def _tidy(path: Path) -> None:
     nbformat.write(nb, path)
 
 
-def run_notebook(path: Path, profile: str, scratch: Path) -> None:
-    """Execute ``path`` with ``profile`` and replace it by its executed copy when no cell failed.
+def run_notebook(path: Path, profile: str, scratch: Path, destination: Path | None = None) -> Path:
+    """Execute ``path`` with ``profile``; move the executed copy to ``destination`` (default: over ``path``)
+    when no cell failed, and return where it went.
 
     The kernel is Jupyter's ``python3``, which jupyter_client starts with the interpreter running
     this function (``sys.executable``), so the notebook sees the same installed zfkit.
@@ -95,7 +103,10 @@ def run_notebook(path: Path, profile: str, scratch: Path) -> None:
         cwd=str(path.parent), progress_bar=False,
     )
     _tidy(executed)
-    executed.replace(path)
+    destination = destination or path
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    executed.replace(destination)
+    return destination
 
 
 def _select(notebooks: list[Path], only: str | None) -> list[Path]:
@@ -108,24 +119,48 @@ def _select(notebooks: list[Path], only: str | None) -> list[Path]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from papermill.exceptions import PapermillExecutionError
-
     from . import profiles
+    from .results import RESULTS_ENV
 
     profiles.get(args.profile)  # an unknown profile fails before any kernel starts
     toc = Path(args.toc)
-    scratch = toc.parent / "_build" / "executed"
-    for nb in _select(chapters(toc), args.only):
-        print(f"running {nb} (profile {args.profile})", flush=True)
+    root = toc.parent.resolve()
+    scratch = root / "_build" / "executed"
+    book = args.profile == "book"
+    outputs = root / "_build" / args.profile
+    with _environment(RESULTS_ENV, str(root / "book" / "results" if book else outputs / "results")):
+        return _run_chapters(_select(chapters(toc), args.only), args.profile, scratch, None if book else outputs, toc.parent)
+
+
+@contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    """``$name`` set to ``value`` while the kernels start (they inherit it), restored afterwards."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+def _run_chapters(notebooks: list[Path], profile: str, scratch: Path, outputs: Path | None, top: Path) -> int:
+    """Run each notebook in turn (in place, or copied under ``outputs``); stop at the first failure."""
+    from papermill.exceptions import PapermillExecutionError
+
+    for nb in notebooks:
+        print(f"running {nb} (profile {profile})", flush=True)
         start = time.perf_counter()
         try:
-            run_notebook(nb, args.profile, scratch)
+            done = run_notebook(nb, profile, scratch, None if outputs is None else outputs / nb.relative_to(top))
         except PapermillExecutionError as e:
             why = f"cell {e.exec_count} raised {e.ename}: {e.evalue}"
         except Exception as e:  # noqa: BLE001 - a dead kernel (out of memory) or a timeout must name the chapter too
             why = f"{type(e).__name__}: {e}"
         else:
-            print(f"{nb}: done in {time.perf_counter() - start:.1f} s", flush=True)
+            print(f"{nb}: done in {time.perf_counter() - start:.1f} s -> {done}", flush=True)
             continue
         print(f"zfkit: {nb} failed after {time.perf_counter() - start:.1f} s: {why}\n"
               f"  {nb} is unchanged; the executed copy (traceback included) is {scratch / nb.name}", file=sys.stderr)

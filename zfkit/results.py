@@ -1,4 +1,8 @@
-"""Each chapter's key numbers as JSON (``book/results/<chapter>.json``), written atomically.
+"""Each chapter's key numbers and verdicts as JSON, written atomically.
+
+Only ``make book`` writes the committed ``book/results/<chapter>.json``: it sets ``$ZFKIT_RESULTS``
+for its kernels. Every other run (nbval in ``make test``, a ``ci`` pass, a JupyterLab session)
+writes to ``_build/results/``, so running the book never rewrites what the book shows.
 
 Tests and readers check the book's claims against these files, so a run that dies half-way must
 never leave a truncated one: the JSON goes to a temporary file in the same folder and is renamed
@@ -17,7 +21,11 @@ from dataclasses import asdict, dataclass
 from numbers import Integral, Real
 from pathlib import Path
 
-__all__ = ["notebook_dir", "save_results", "load_results", "Verdict", "VerdictTable", "verdict_table"]
+__all__ = ["notebook_dir", "results_dir", "save_results", "load_results", "Verdict", "VerdictTable", "verdict_table",
+           "check_table", "RESULTS_ENV"]
+
+#: Environment variable naming the folder results go to; ``python -m zfkit.notebooks run`` sets it.
+RESULTS_ENV = "ZFKIT_RESULTS"
 
 
 def notebook_dir(chapter: str) -> Path:
@@ -33,8 +41,23 @@ def notebook_dir(chapter: str) -> Path:
     return cwd
 
 
+def results_dir(chapter: str) -> Path:
+    """Where results go by default: ``$ZFKIT_RESULTS``, else ``_build/results`` of the chapter's repository.
+
+    The repository is the folder above ``book/`` when the chapter lives there (see
+    :func:`notebook_dir`), else the working directory.
+    """
+    if os.environ.get(RESULTS_ENV):
+        return Path(os.environ[RESULTS_ENV])
+    folder = notebook_dir(chapter)
+    root = folder.parent if folder.name == "book" else folder
+    return root / "_build" / "results"
+
+
 def _plain(value):
-    """JSON-able copy of ``value``: numpy/torch scalars become Python numbers, tuples lists."""
+    """JSON-able copy of ``value``: numpy/torch scalars become Python numbers, tuples lists, verdict tables records."""
+    if isinstance(value, VerdictTable):
+        return _plain(value.records())
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -52,17 +75,20 @@ def _plain(value):
     raise ValueError(f"cannot store {type(value).__name__} {value!r} in results JSON; pass numbers, strings, lists or dicts")
 
 
-def _path(chapter: str, folder: str | Path) -> Path:
+def _path(chapter: str, folder: str | Path | None) -> Path:
     if not chapter or Path(chapter).name != chapter:
         raise ValueError(f"chapter must be a notebook name such as '01_architecture', got {chapter!r}")
+    if folder is None:
+        return results_dir(chapter) / f"{chapter}.json"
     folder = Path(folder)
     return (folder if folder.is_absolute() else notebook_dir(chapter) / folder) / f"{chapter}.json"
 
 
-def save_results(chapter: str, results: Mapping, folder: str | Path = "results") -> Path:
+def save_results(chapter: str, results: Mapping, folder: str | Path | None = None) -> Path:
     """Write ``results`` to ``<folder>/<chapter>.json`` atomically and return the path.
 
-    A relative ``folder`` is taken from the chapter notebook's folder (see :func:`notebook_dir`).
+    ``folder`` defaults to :func:`results_dir`; a relative one is taken from the chapter notebook's
+    folder (see :func:`notebook_dir`). Verdict tables are stored as their records.
     """
     if not isinstance(results, Mapping):
         raise ValueError(f"results must be a mapping (dict) of names to values, got {type(results).__name__}")
@@ -81,7 +107,7 @@ def save_results(chapter: str, results: Mapping, folder: str | Path = "results")
     return path
 
 
-def load_results(chapter: str, folder: str | Path = "results") -> dict:
+def load_results(chapter: str, folder: str | Path | None = None) -> dict:
     """Read the numbers :func:`save_results` wrote for ``chapter``."""
     path = _path(chapter, folder)
     if not path.is_file():
@@ -91,10 +117,11 @@ def load_results(chapter: str, folder: str | Path = "results") -> dict:
 
 @dataclass(frozen=True)
 class Verdict:
-    """One row of a chapter's "What reproduced / what did not": the claim, our number, the verdict.
+    """One row of a chapter's closing tables: the claim (or check), our number, the outcome.
 
-    ``holds`` is computed in the notebook from the measurement (True, False, or None when the test
-    is inconclusive), so the verdict always matches the numbers of the run that printed it.
+    ``holds`` comes from a rule in :mod:`zfkit.verdicts` applied to the run's measurement (True,
+    False, or None when the effect is within its noise), so the verdict always matches the
+    numbers of the run that printed it.
     """
 
     claim: str
@@ -102,30 +129,52 @@ class Verdict:
     holds: bool | None
     note: str = ""
 
-    @property
-    def verdict(self) -> str:
-        return {True: "reproduced", False: "not reproduced", None: "inconclusive"}[self.holds]
-
 
 class VerdictTable(list):
-    """Renders as a Markdown table in notebooks and the book; ``records()`` for the results JSON."""
+    """Renders as a Markdown table in notebooks and the book; ``records()`` for the results JSON.
+
+    Two kinds: the paper's claims (reproduced / not reproduced / inconclusive) and our own checks
+    and targets (passed / failed / undecided), which are never mixed with the paper's claims.
+    """
+
+    HEADINGS = {"claims": ("Paper's claim", "Our measurement", "Verdict"), "checks": ("Our check", "Measurement", "Result")}
+    LABELS = {"claims": {True: "reproduced", False: "not reproduced", None: "inconclusive"},
+              "checks": {True: "passed", False: "failed", None: "undecided"}}
+
+    def __init__(self, rows, kind: str = "claims"):
+        super().__init__(rows)
+        self.kind = kind
+
+    def label(self, row: Verdict) -> str:
+        return self.LABELS[self.kind][row.holds]
 
     def _repr_markdown_(self) -> str:
         cell = lambda text: str(text).replace("|", "\\|").replace("\n", " ")  # noqa: E731
-        rows = [f"| {cell(v.claim)} | {cell(v.measured)} | **{v.verdict}**{': ' + cell(v.note) if v.note else ''} |" for v in self]
-        return "\n".join(["| Paper's claim | Our measurement | Verdict |", "|---|---|---|", *rows])
+        rows = [f"| {cell(v.claim)} | {cell(v.measured)} | **{self.label(v)}**{': ' + cell(v.note) if v.note else ''} |"
+                for v in self]
+        return "\n".join(["| {} | {} | {} |".format(*self.HEADINGS[self.kind]), "|---|---|---|", *rows])
 
     def __str__(self) -> str:
-        return "\n".join(f"- {v.claim}: {v.measured} -> {v.verdict}" + (f" ({v.note})" if v.note else "") for v in self)
+        return "\n".join(f"- {v.claim}: {v.measured} -> {self.label(v)}" + (f" ({v.note})" if v.note else "") for v in self)
 
     __repr__ = __str__
 
     def records(self) -> list[dict]:
-        return [{**asdict(v), "verdict": v.verdict} for v in self]
+        return [{**asdict(v), "verdict": self.label(v)} for v in self]
+
+
+def _table(rows: Sequence[Verdict], kind: str) -> VerdictTable:
+    if not rows or not all(isinstance(r, Verdict) for r in rows):
+        raise ValueError(f"{'verdict' if kind == 'claims' else 'check'}_table takes a non-empty list of "
+                         "zfkit.results.Verdict rows")
+    return VerdictTable(rows, kind)
 
 
 def verdict_table(rows: Sequence[Verdict]) -> VerdictTable:
-    """The closing table of a chapter, computed from its measurements."""
-    if not rows or not all(isinstance(r, Verdict) for r in rows):
-        raise ValueError("verdict_table takes a non-empty list of zfkit.results.Verdict rows")
-    return VerdictTable(rows)
+    """The chapter's closing table of the *paper's* claims, computed from its measurements."""
+    return _table(rows, "claims")
+
+
+def check_table(rows: Sequence[Verdict]) -> VerdictTable:
+    """Our own checks and targets (engine agrees with the oracle, accuracy target): passed / failed / undecided."""
+    return _table(rows, "checks")

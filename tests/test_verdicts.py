@@ -1,0 +1,93 @@
+"""Verdict rules: each outcome (reproduced, not reproduced, inconclusive) from closed-form inputs."""
+
+import math
+
+import numpy as np
+import pytest
+
+from zfkit import verdicts
+from zfkit.verdicts import all_of, below, bootstrap_noise, equals, exceeds, mean_difference_noise, share_noise, \
+    standard_error, when
+
+
+@pytest.mark.parametrize("value, noise, outcome", [
+    (1.0, 0.4, True),      # 1.0 - 2 * 0.4 = 0.2 > 0
+    (1.0, 0.5, None),      # exactly 2 noise: not beyond it
+    (-1.0, 0.4, False),    # against the claim, beyond its noise
+    (-0.3, 0.2, None),     # against it, but inside the noise
+    (0.0, 0.0, False),     # no effect and no noise: the claim "> 0" is false
+    (1e-12, 0.0, True),    # exact arithmetic decides on any difference
+])
+def test_exceeds_decides_only_beyond_k_noise(value, noise, outcome):
+    assert exceeds(value, 0.0, noise) is outcome
+
+
+def test_exceeds_uses_the_threshold_and_k():
+    assert exceeds(10.5, 10.0, 0.2) is True
+    assert exceeds(10.5, 10.0, 0.2, k=3) is None
+    assert exceeds(9.0, 10.0, 0.2) is False
+
+
+@pytest.mark.parametrize("value, outcome", [(0.5, True), (0.8, None), (1.1, False)])
+def test_below_mirrors_exceeds(value, outcome):
+    assert below(value, 0.8, 0.1) is outcome
+
+
+def test_rounding_far_below_the_noise_cannot_flip_a_verdict():
+    """What a kernel change does (a relative 1e-7) must not move a decided verdict, nor decide an undecided one."""
+    for value in (0.3, 0.7, -0.4):
+        noisy = value * (1 + 1e-7)
+        assert exceeds(value, 0.0, 0.1) is exceeds(noisy, 0.0, 0.1)
+    assert exceeds(0.2, 0.0, 0.1) is None and exceeds(0.2 + 1e-9, 0.0, 0.1) is True  # the edge is the rule's, not noise
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf")])
+def test_bad_noise_is_rejected_with_the_fix(bad):
+    with pytest.raises(ValueError, match="noise must be a finite standard deviation"):
+        exceeds(1.0, 0.0, bad)
+
+
+def test_non_finite_values_are_rejected():
+    with pytest.raises(ValueError, match="finite"):
+        exceeds(float("nan"), 0.0, 0.1)
+
+
+def test_equals_is_exact():
+    assert equals((96, 110, 110), (96, 110, 110)) is True
+    assert equals(9216, 6400) is False
+
+
+@pytest.mark.parametrize("parts, outcome", [
+    ((True, True), True), ((True, None), None), ((True, False), False), ((None, False), False), ((None, None), None),
+])
+def test_all_of(parts, outcome):
+    assert all_of(*parts) is outcome
+
+
+def test_when_makes_a_failed_precondition_inconclusive():
+    assert when(True, False) is False and when(False, True) is None and when(False, False) is None
+
+
+def test_standard_error_closed_form():
+    assert standard_error([1.0, 3.0]) == pytest.approx(math.sqrt(2) / math.sqrt(2))
+    assert mean_difference_noise([1.0, 3.0], [0.0, 0.0, 0.0]) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="at least 2"):
+        standard_error([1.0])
+
+
+def test_share_noise_is_binomial():
+    assert share_noise(100) == pytest.approx(0.05)
+    assert share_noise(4, 0.9) == pytest.approx(0.15)
+    with pytest.raises(ValueError, match="positive"):
+        share_noise(0)
+
+
+def test_bootstrap_noise_matches_the_standard_error_of_a_mean_and_repeats():
+    x = np.random.default_rng(1).normal(size=400)
+    assert bootstrap_noise(x) == pytest.approx(standard_error(x), rel=0.15)
+    assert bootstrap_noise(x, seed=3) == bootstrap_noise(x, seed=3)  # seeded: same numbers, same verdict
+    assert bootstrap_noise(np.ones(10)) == 0.0
+
+
+def test_k_is_two():
+    assert verdicts.K == 2.0
