@@ -108,3 +108,40 @@ def test_chapter_results_are_committed_as_json(path):
     assert results.is_file(), f"{results.relative_to(ROOT)} is missing: the chapter must save its key numbers"
     data = json.loads(results.read_text())
     assert isinstance(data, dict) and data, f"{results.relative_to(ROOT)} must hold a non-empty JSON object"
+
+
+def _markdown_outputs(nb) -> list[str]:
+    return [o.data["text/markdown"] for c in nb.cells if c.cell_type == "code" for o in c.outputs
+            if o.output_type in ("display_data", "execute_result") and "text/markdown" in o.get("data", {})]
+
+
+def _rendered(records: list[dict], kind: str) -> str:
+    from zfkit.results import Verdict, VerdictTable
+
+    return VerdictTable([Verdict(r["claim"], r["measured"], r["holds"], r["note"]) for r in records], kind)._repr_markdown_()
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_committed_results_come_from_the_book_profile(path):
+    data = json.loads((ROOT / "book" / "results" / f"{path.stem}.json").read_text())
+    assert data.get("profile") == "book", \
+        f"book/results/{path.stem}.json holds profile {data.get('profile')!r} numbers; only `make book` may write it"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_committed_verdict_tables_match_the_results(path):
+    """The tables the book shows are the saved verdicts, row for row, with the same numbers and outcomes."""
+    from zfkit.results import VerdictTable
+
+    data = json.loads((ROOT / "book" / "results" / f"{path.stem}.json").read_text())
+    shown = _markdown_outputs(nbformat.read(path, as_version=4))
+    assert data.get("verdicts"), f"book/results/{path.stem}.json has no verdicts; the closing cell must save them"
+    for kind, key in (("claims", "verdicts"), ("checks", "checks")):
+        records = data.get(key, [])
+        labels = set(VerdictTable.LABELS[kind].values())
+        assert all(r["verdict"] == VerdictTable.LABELS[kind][r["holds"]] and r["verdict"] in labels for r in records)
+        if records:
+            assert _rendered(records, kind) in shown, \
+                f"{path.name}: its {key} table differs from book/results/{path.stem}.json; re-run `make book`"
+    headers = [t.splitlines()[0] for t in shown if t.startswith("| Paper's claim |") or t.startswith("| Our check |")]
+    assert len(headers) == 1 + bool(data.get("checks")), f"{path.name}: a verdict table is shown that is not saved"

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .models import ArchSpec, ConvNet, Description, describe
+from .results import Verdict
+from .verdicts import all_of, equals
 
 __all__ = [
     "map_sizes",
@@ -30,6 +32,7 @@ __all__ = [
     "alias_check",
     "summary",
     "side_by_side",
+    "fig3_claims",
 ]
 
 
@@ -212,3 +215,52 @@ def _format(rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
     return "\n".join([line(rows[0]), "  ".join("-" * w for w in widths), *map(line, rows[1:])]).rstrip()
+
+
+def _side(rows: Description, name: str) -> int:
+    return rows.row(name).output_shape[-1]
+
+
+def fig3_claims(zfnet: Description, alexnet: Description, floor: Mapping[str, int], first: Sequence[FirstLayer],
+                aliasing: Sequence[dict]) -> list[Verdict]:
+    """The chapter's verdicts on §3, §4.1, §5.1 and Fig. 3, from the measured tables.
+
+    ``zfnet``/``alexnet`` are :func:`zfkit.models.describe` tables of the 224x224 nets, ``floor``
+    ZFNet's map sizes under floor rounding (:func:`map_sizes`), ``first`` the two first layers
+    (AlexNet's, then ZFNet's) and ``aliasing`` :func:`alias_check`'s rows. Shapes and counts are
+    integer arithmetic, so each row is decided exactly (:func:`zfkit.verdicts.equals`): a model
+    built differently from Fig. 3 reads "not reproduced".
+    """
+    alex1, zf1 = first
+    conv1 = zfnet.row("conv1").output_shape
+    strides = (zf1.stride, zfnet.row("conv2").rf_jump // zfnet.row("pool1").rf_jump)
+    pools = (_side(zfnet, "pool1"), _side(zfnet, "pool2"))
+    fc6_inputs = zfnet.row("flatten").output_shape[0]
+    conv1_diff = zf1.params - alex1.params
+    grating = {r["model"]: r for r in aliasing if r["frequency"] == 0.2}
+    measured_as_predicted = all(abs(r["measured"] - r["predicted"]) < 1e-3 for r in aliasing)
+    return [
+        Verdict("Fig. 3: 224×224×3 input, 96 filters 7×7 at stride 2 → 110×110",
+                "×".join(map(str, conv1)), equals(conv1, (96, 110, 110)),
+                f"with {zf1.padding} pixel of zero padding, which the paper does not state"),
+        Verdict("§5.1: stride 2 convolutions in layers 1 and 2",
+                f"conv1 stride {strides[0]} (224 → {conv1[-1]}), conv2 stride {strides[1]} "
+                f"({_side(zfnet, 'pool1')} → {_side(zfnet, 'conv2')})", equals(strides, (2, 2))),
+        Verdict("Fig. 3: 3×3 max-pool at stride 2 → 55×55 after conv1, 13×13 after conv2",
+                f"{pools[0]}×{pools[0]} and {pools[1]}×{pools[1]}", equals(pools, (55, 13)),
+                f"only with ceil rounding of the pooled size; floor rounding gives {floor['pool1']} and {floor['pool2']}"),
+        Verdict("Fig. 3: pool5 gives 6·6·256 = 9216 inputs to fc6", f"{fc6_inputs}", equals(fc6_inputs, 9216),
+                f"floor rounding would give {floor['pool5']}·{floor['pool5']}·256 = {floor['pool5'] ** 2 * 256}"),
+        Verdict("§3: otherwise like Krizhevsky's net (dense layers 3–5, same layers 2–8)",
+                f"ZFNet {zfnet.total_params:,} parameters, dense AlexNet {alexnet.total_params:,}; "
+                f"conv1 accounts for {conv1_diff:+,}", equals(zfnet.total_params - alexnet.total_params, conv1_diff),
+                "the paper gives no counts; Krizhevsky's sparse layers are 2, 4 and 5, not 3, 4 and 5"),
+        Verdict("§4.1: stride 4 in layer 1 aliases; stride 2 (and 7×7 filters) reduce it",
+                f"Nyquist limit AlexNet {alex1.nyquist:g}, ZFNet {zf1.nyquist:g} cycles/px: "
+                f"{1 - alex1.alias_free_fraction:.0%} vs {1 - zf1.alias_free_fraction:.0%} of the band aliases; a 0.2 "
+                f"cycles/px grating comes out at {grating['alexnet']['measured']:g} (AlexNet) and "
+                f"{grating['zfnet']['measured']:g} (ZFNet)",
+                all_of(measured_as_predicted, alex1.alias_free_fraction < zf1.alias_free_fraction,
+                       grating["alexnet"]["aliased"] and not grating["zfnet"]["aliased"]),
+                "measured as predicted; ZFNet reduces aliasing rather than removing it"),
+    ]
