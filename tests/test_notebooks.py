@@ -119,3 +119,24 @@ def test_unknown_chapter_and_profile_are_rejected_before_running(tmp_path, capsy
     assert "01_ch" in capsys.readouterr().err
     assert main(["run", "--profile", "huge", "--toc", str(toc)]) == 2
     assert "unknown profile" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_book_profile_with_out_leaves_the_book_alone(tmp_path, monkeypatch):
+    monkeypatch.delenv("ZFKIT_RESULTS", raising=False)
+    toc = _book(tmp_path, SAVES)
+    before = (tmp_path / "book" / "01_ch.ipynb").read_bytes()
+    assert main(["run", "--profile", "book", "--toc", str(toc), "--out", str(tmp_path / "rerun")]) == 0
+    assert (tmp_path / "book" / "01_ch.ipynb").read_bytes() == before
+    assert (tmp_path / "rerun" / "results" / "01_ch.json").is_file()
+    assert (tmp_path / "rerun" / "book" / "01_ch.ipynb").is_file()
+
+
+def test_compare_exits_1_when_a_verdict_moved(tmp_path, capsys):
+    from zfkit.results import Verdict, save_results, verdict_table
+
+    for folder, holds in (("a", True), ("b", False)):
+        save_results("02_ch", {"verdicts": verdict_table([Verdict("claim", "x", holds)])}, tmp_path / folder)
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "a")]) == 0
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 1
+    assert "02_ch: claim: reproduced -> not reproduced" in capsys.readouterr().out

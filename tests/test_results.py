@@ -104,3 +104,21 @@ def test_checks_are_a_separate_table_and_saved_as_records(tmp_path):
     assert saved["checks"][0] == {"claim": "engine = oracle", "measured": "cosine 1.000000", "holds": True, "note": "",
                                   "verdict": "passed"}
     assert saved["verdicts"][0]["verdict"] == "inconclusive" and saved["verdicts"][0]["holds"] is None
+
+
+def test_verdict_changes_lists_only_the_rows_that_moved(tmp_path):
+    from zfkit.results import Verdict, verdict_changes, verdict_table
+
+    def save(folder, holds):
+        rows = [Verdict("steady", "1", True), Verdict("moves", "2", holds), Verdict(f"only {folder}", "3", None)]
+        save_results("02_ch", {"verdicts": verdict_table(rows)}, tmp_path / folder)
+
+    save("a", True)
+    save("b", None)
+    save_results("03_only_a", {"verdicts": verdict_table([Verdict("x", "1", True)])}, tmp_path / "a")
+    assert verdict_changes(tmp_path / "a", tmp_path / "b") == [
+        ("02_ch", "moves", "reproduced", "inconclusive"), ("02_ch", "only a", "inconclusive", "missing"),
+        ("02_ch", "only b", "missing", "inconclusive")]
+    assert verdict_changes(tmp_path / "a", tmp_path / "a") == []
+    with pytest.raises(FileNotFoundError, match="no results folder"):
+        verdict_changes(tmp_path / "a", tmp_path / "nowhere")

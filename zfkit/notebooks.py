@@ -7,7 +7,9 @@ trained). Each notebook runs with papermill in its own folder, as JupyterLab and
 Only the ``book`` profile writes tracked files: it replaces each notebook by its executed copy
 when every cell succeeded, and points the kernels' results at ``book/results`` (``$ZFKIT_RESULTS``).
 Any other profile is a quick pass that writes its executed notebooks to ``_build/<profile>/`` and
-its results to ``_build/<profile>/results``, leaving the committed book as it was. A failing run
+its results to ``_build/<profile>/results``, leaving the committed book as it was; ``--out DIR``
+does the same for the book profile (say, a rerun under another CPU's kernels), and
+``python -m zfkit.notebooks compare book/results DIR/results`` lists the verdicts that moved. A failing run
 leaves the committed notebook untouched and keeps the executed copy, traceback included, under
 ``_build/executed/``.
 """
@@ -126,10 +128,21 @@ def _run(args: argparse.Namespace) -> int:
     toc = Path(args.toc)
     root = toc.parent.resolve()
     scratch = root / "_build" / "executed"
-    book = args.profile == "book"
-    outputs = root / "_build" / args.profile
-    with _environment(RESULTS_ENV, str(root / "book" / "results" if book else outputs / "results")):
-        return _run_chapters(_select(chapters(toc), args.only), args.profile, scratch, None if book else outputs, toc.parent)
+    in_place = args.profile == "book" and args.out is None
+    outputs = Path(args.out).resolve() if args.out else root / "_build" / args.profile
+    with _environment(RESULTS_ENV, str(root / "book" / "results" if in_place else outputs / "results")):
+        return _run_chapters(_select(chapters(toc), args.only), args.profile, scratch, None if in_place else outputs,
+                             toc.parent)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .results import verdict_changes
+
+    changes = verdict_changes(args.before, args.after)
+    for chapter, claim, before, after in changes:
+        print(f"{chapter}: {claim}: {before} -> {after}")
+    print(f"{len(changes)} verdict(s) differ between {args.before} and {args.after}")
+    return 1 if changes else 0
 
 
 @contextmanager
@@ -176,7 +189,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", default="book", help="ci, book or paper (default: book)")
     p.add_argument("--only", default=None, metavar="NAME", help="run one chapter, e.g. 01_architecture")
     p.add_argument("--toc", default="_toc.yml", help="the Jupyter Book table of contents (default: _toc.yml)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="write executed notebooks to DIR/book and results to DIR/results instead of in place "
+                        "(default: in place for the book profile, _build/PROFILE otherwise)")
     p.set_defaults(run=_run)
+    p = sub.add_parser("compare", help="list the verdicts that differ between two results folders (exit 1 if any)")
+    p.add_argument("before", help="a results folder, e.g. book/results")
+    p.add_argument("after", help="another, e.g. _build/other-cpu/results")
+    p.set_defaults(run=_compare)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

@@ -22,7 +22,7 @@ from numbers import Integral, Real
 from pathlib import Path
 
 __all__ = ["notebook_dir", "results_dir", "save_results", "load_results", "Verdict", "VerdictTable", "verdict_table",
-           "check_table", "RESULTS_ENV"]
+           "check_table", "verdict_changes", "RESULTS_ENV"]
 
 #: Environment variable naming the folder results go to; ``python -m zfkit.notebooks run`` sets it.
 RESULTS_ENV = "ZFKIT_RESULTS"
@@ -178,3 +178,27 @@ def verdict_table(rows: Sequence[Verdict]) -> VerdictTable:
 def check_table(rows: Sequence[Verdict]) -> VerdictTable:
     """Our own checks and targets (engine agrees with the oracle, accuracy target): passed / failed / undecided."""
     return _table(rows, "checks")
+
+
+def verdict_changes(before: str | Path, after: str | Path) -> list[tuple[str, str, str, str]]:
+    """(chapter, claim, verdict before, verdict after) for every claim or check whose verdict differs
+    between two results folders (say, the committed book and a rerun on another CPU).
+
+    Chapters present in only one folder are skipped; a claim present in only one reads "missing".
+    """
+    before, after = Path(before), Path(after)
+    for folder in (before, after):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"no results folder at {folder}; run the book (python -m zfkit.notebooks run) first")
+    changes = []
+    for path in sorted(before.glob("*.json")):
+        other = after / path.name
+        if not other.is_file():
+            continue
+        rows = {}
+        for side, file in enumerate((path, other)):
+            data = json.loads(file.read_text(encoding="utf8"))
+            for r in data.get("verdicts", []) + data.get("checks", []):
+                rows.setdefault(r["claim"], ["missing", "missing"])[side] = r["verdict"]
+        changes += [(path.stem, claim, a, b) for claim, (a, b) in rows.items() if a != b]
+    return changes
