@@ -9,6 +9,8 @@ only when the effect clears the noise by ``K`` standard deviations:
 - ``False`` ("not reproduced"): it lies beyond ``K`` noise the other way;
 - ``None`` ("inconclusive"): it is within ``K`` noise of the claim's threshold.
 
+Every rule returns that ``bool | None``, which :class:`zfkit.results.Verdict` turns into words.
+
 Float rounding across CPUs (another oneDNN kernel, another thread count) moves a measurement by far
 less than the seed or sampling noise, so a verdict decided this way is the same on every machine.
 Exact facts (shapes, parameter counts: integer arithmetic) need no noise: :func:`equals`.
@@ -21,15 +23,11 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["K", "Outcome", "exceeds", "below", "equals", "all_of", "when", "mean_difference_noise",
+__all__ = ["K", "exceeds", "below", "equals", "all_of", "when", "mean_difference_noise",
            "standard_error", "bootstrap_noise", "share_noise"]
 
 #: Noise multiples an effect must clear: about a 95 % two-sided interval for a normal estimate.
 K = 2.0
-
-#: True = reproduced, False = not reproduced, None = inconclusive.
-Outcome = bool | None
-
 
 def _noise(noise: float) -> float:
     noise = float(noise)
@@ -39,7 +37,7 @@ def _noise(noise: float) -> float:
     return noise
 
 
-def exceeds(value: float, threshold: float, noise: float, k: float = K) -> Outcome:
+def exceeds(value: float, threshold: float, noise: float, k: float = K) -> bool | None:
     """The claim "``value`` > ``threshold``": decided only beyond ``k`` x ``noise`` of the threshold."""
     value, threshold, noise = float(value), float(threshold), _noise(noise)
     if not (math.isfinite(value) and math.isfinite(threshold)):
@@ -51,7 +49,7 @@ def exceeds(value: float, threshold: float, noise: float, k: float = K) -> Outco
     return None
 
 
-def below(value: float, threshold: float, noise: float, k: float = K) -> Outcome:
+def below(value: float, threshold: float, noise: float, k: float = K) -> bool | None:
     """The claim "``value`` < ``threshold``": :func:`exceeds` mirrored."""
     return exceeds(-float(value), -float(threshold), noise, k)
 
@@ -61,14 +59,14 @@ def equals(measured, expected) -> bool:
     return measured == expected
 
 
-def all_of(*outcomes: Outcome) -> Outcome:
+def all_of(*outcomes: bool | None) -> bool | None:
     """A claim made of parts: refuted if any part is, reproduced only if every part is."""
     if any(o is False for o in outcomes):
         return False
     return True if all(o is True for o in outcomes) else None
 
 
-def when(condition: bool, outcome: Outcome) -> Outcome:
+def when(condition: bool, outcome: bool | None) -> bool | None:
     """``outcome`` if the test's precondition holds (a trained model, a working control), else inconclusive."""
     return outcome if condition else None
 
