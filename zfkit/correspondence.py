@@ -19,14 +19,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
 from .invariance import capture
 from .layers import resolve
+from .verdicts import bootstrap_noise, share_noise, standard_error
 
 __all__ = ["Delta", "CorrespondenceResult", "correspondence", "sign_disagreement", "random_masks", "PARTS",
-           "silhouettes", "part_masks", "PartTable", "part_table", "PAPER_TABLE1", "PartSummary", "part_summary"]
+           "silhouettes", "part_masks", "PartTable", "part_table", "PAPER_TABLE1", "PartSummary", "part_summary",
+           "relative_gaps", "below_share", "gap_difference"]
 
 
 @dataclass
@@ -282,3 +285,56 @@ def part_summary(tables: Sequence[PartTable], layer: str) -> PartSummary:
     below = sum(d[layer].mean < t.random[layer].mean for t in tables for d in t.parts.values())
     cases = sum(len(t.parts) for t in tables)
     return PartSummary(below, cases, sum(t.gap(layer) / t.random[layer].mean for t in tables) / len(tables))
+
+
+# ---------------------------------------------------------------- the verdicts' measurements and their noise
+
+def relative_gaps(tables: Sequence[PartTable], layer: str) -> np.ndarray:
+    """Per table (class, image set): (random Δ - mean part Δ) / random Δ at ``layer``.
+
+    Positive when the named parts change the features more consistently than random placements;
+    relative, so layers of different width and sparsity compare on one scale (Table 1: 0.33 at
+    layer 5, 0.06 at layer 7).
+    """
+    if not tables:
+        raise ValueError("relative_gaps needs at least one PartTable")
+    if any(layer not in t.random for t in tables):
+        raise ValueError(f"layer {layer!r} is not in every table; the tables have {', '.join(tables[0].layers)}")
+    return np.array([t.gap(layer) / t.random[layer].mean for t in tables])
+
+
+def below_share(tables: Sequence[PartTable], layer: str) -> tuple[float, float]:
+    """The share of (table, part) cases whose Δ lies below the table's random Δ, and its noise.
+
+    The noise is the larger of two: the binomial standard deviation of a share of that many cases
+    at 0.5 (a coin: parts no better than random placements), and a bootstrap over the tables, which
+    counts that the parts of one table share its images and its random row. Judge the share against
+    0.5 with :func:`zfkit.verdicts.exceeds`.
+    """
+    relative_gaps(tables, layer)  # checks the tables and the layer
+    below = np.array([[d[layer].mean < t.random[layer].mean for d in t.parts.values()] for t in tables], dtype=float)
+    share = float(below.mean())
+    noise = share_noise(below.size)
+    if len(tables) >= 2:
+        noise = max(noise, bootstrap_noise(below, lambda x: float(x.mean())))
+    return share, noise
+
+
+def gap_difference(tables: Sequence[PartTable], layer: str, others: Sequence[PartTable] | None = None,
+                   other_layer: str | None = None) -> tuple[float, float]:
+    """Mean over paired tables of relative gap minus relative gap, and its standard error.
+
+    Compares ``tables`` at ``layer`` with ``others`` (default: the same tables) at ``other_layer``
+    (default: the same layer): a trained network against an untrained one on the same images and
+    masks, or layer 7 against layer 5 of one network. The pairs are the tables' order (class, set),
+    so image-set noise common to both sides cancels; the standard error is over the pairs.
+    """
+    others = tables if others is None else others
+    if len(others) != len(tables):
+        raise ValueError(f"the two sides must pair table for table, got {len(tables)} and {len(others)} tables")
+    if any(a.class_name != b.class_name for a, b in zip(tables, others)):
+        raise ValueError("the tables do not pair up: their classes differ in order")
+    diff = relative_gaps(tables, layer) - relative_gaps(others, other_layer or layer)
+    if len(diff) < 2:
+        raise ValueError("gap_difference needs at least 2 pairs of tables to measure noise; add classes or image sets")
+    return float(diff.mean()), standard_error(diff)

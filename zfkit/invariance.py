@@ -10,8 +10,8 @@ where the uncovered border is filled with 0.0 — the dataset mean after mean su
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 import torch
 import torchvision.transforms.v2.functional as TF
@@ -20,9 +20,10 @@ from torchvision.transforms import InterpolationMode
 
 from .checks import check_images
 from .layers import resolve
+from .verdicts import bootstrap_noise
 
 __all__ = ["KINDS", "InvarianceResult", "invariance", "transform", "capture", "magnitude", "Growth", "growth",
-           "rotational_symmetry"]
+           "rotational_symmetry", "select", "first_step_ratio", "retained", "image_bootstrap", "claim_measurements"]
 
 #: The transformations, with the meaning of their amounts.
 KINDS = {"translate": "vertical shift in pixels (positive = down)", "scale": "zoom factor (1 = unchanged)",
@@ -210,3 +211,105 @@ def rotational_symmetry(images: torch.Tensor, angles: Sequence[float] = tuple(ra
     centred = lambda x: x.flatten(1) - x.flatten(1).mean(1, keepdim=True)  # noqa: E731
     sims = [torch.cosine_similarity(centred(transform(images, "rotate", float(a))), centred(images), dim=1) for a in angles]
     return torch.stack(sims).mean(0)
+
+
+# ---------------------------------------------------------------- the verdicts' measurements and their noise
+
+def select(result: InvarianceResult, rows) -> InvarianceResult:
+    """The sweep restricted to the images ``rows`` (indices; repeats allowed, as in a bootstrap resample)."""
+    rows = torch.as_tensor(rows, dtype=torch.long).reshape(-1)
+    if len(rows) == 0 or int(rows.min()) < 0 or int(rows.max()) >= len(result.labels):
+        raise ValueError(f"rows must be indices of the sweep's {len(result.labels)} images, got {rows.tolist()}")
+    return replace(result, distance={k: v[rows] for k, v in result.distance.items()},
+                   normalized={k: v[rows] for k, v in result.normalized.items()}, prob=result.prob[rows],
+                   labels=result.labels[rows])
+
+
+def first_step_ratio(result: InvarianceResult, low: str = "conv1", high: str = "fc7") -> float:
+    """How far ``high`` moves after the smallest transformation, as a fraction of how far ``low`` moves.
+
+    Both are :func:`growth`'s first step (mean relative distance at the smallest non-zero
+    magnitude), so the ratio is below 1 when the higher layer is the less affected one: §4.4's
+    "dramatic effect in the first layer, a lesser impact at the top feature layer".
+    """
+    return float(growth(result, high).distance[0] / growth(result, low).distance[0])
+
+
+def retained(result: InvarianceResult, reference: InvarianceResult | None = None) -> float:
+    """Mean p(true label) over the transformed images (every amount away from the identity), as a
+    fraction of the mean over the untransformed images.
+
+    The untransformed probabilities are the sweep's own identity column, or ``reference``'s (a
+    sweep of the same images that has one, e.g. rotation by 0 degrees) when the sweep has none.
+    1 means the output does not notice the transformation ("stable"), 0 that it loses the class.
+    """
+    m = magnitude(result.kind, result.amounts)
+    moved, identity = m > 1e-6, m <= 1e-6  # a tolerance, not an exact zero: amounts are floats
+    if not bool(moved.any()):
+        raise ValueError("the sweep has no amount away from the identity; add transformed amounts")
+    if bool(identity.any()):
+        upright = result.prob[:, identity].double().mean()
+    elif reference is not None:
+        upright = reference.prob[:, magnitude(reference.kind, reference.amounts) <= 1e-6].double().mean()
+    else:
+        raise ValueError("the sweep has no identity amount (translate 0, scale 1, rotate 0); include it or pass reference=")
+    if not float(upright) > 0:
+        raise ValueError("p(true label) of the untransformed images is 0; the share it keeps is undefined")
+    return float(result.prob[:, moved].double().mean() / upright)
+
+
+def image_bootstrap(statistic: Callable[..., float], *sweeps: InvarianceResult, draws: int = 500, seed: int = 0) -> float:
+    """The noise of ``statistic(*sweeps)`` over the images: its standard deviation when the images
+    are resampled with replacement (the same resample in every sweep, so sweeps of the same images,
+    e.g. a trained and an untrained network, stay paired).
+
+    The sweeps measure a sample of test images; another sample would give other curves. This is the
+    noise a verdict on a sweep must clear (see :mod:`zfkit.verdicts`).
+    """
+    if not sweeps:
+        raise ValueError("image_bootstrap needs at least one sweep")
+    n = len(sweeps[0].labels)
+    if any(len(s.labels) != n or not torch.equal(s.labels, sweeps[0].labels) for s in sweeps):
+        raise ValueError("the sweeps must cover the same images (same labels in the same order) to be resampled together")
+    return bootstrap_noise(range(n), lambda rows: statistic(*(select(s, rows.astype(int)) for s in sweeps)),
+                           draws=draws, seed=seed)
+
+
+def claim_measurements(sweeps: Mapping[str, InvarianceResult], control: Mapping[str, InvarianceResult],
+                       draws: int = 500, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """§4.4's reading as numbers, each with its noise: ``name -> (value, noise)``.
+
+    ``sweeps`` holds a trained network's "translate", "scale" and "rotate" sweeps, ``control`` an
+    untrained network's "translate" and "scale" sweeps of the same images, both at conv1 and fc7.
+    The noise is :func:`image_bootstrap`'s (``draws`` resamples of the images, the same ones for
+    every sweep and both networks). For each kind k of translate and scale:
+
+    - ``ratio/k``: :func:`first_step_ratio` (layer 7's first step over layer 1's; below 1: less affected);
+    - ``learned/k``: the trained ratio minus the untrained one (below 0: learning made layer 7 less affected);
+    - ``linearity/k``: R² of fc7's curve (:func:`growth`), the paper's "quasi-linear";
+    - ``steeper/k``: fc7's steepness minus conv1's (below 0: a gentler start at layer 7);
+    - ``kept/k``: :func:`retained`, the share of p(true label) kept under the transformation;
+
+    and ``kept/rotate`` with ``rotate_vs_others``: rotation's share minus the smaller of the other two.
+    """
+    missing = [k for k in ("translate", "scale", "rotate") if k not in sweeps] + \
+              [f"control {k}" for k in ("translate", "scale") if k not in control]
+    if missing:
+        raise ValueError(f"claim_measurements needs the sweeps {', '.join(missing)}")
+    boot = lambda statistic, *s: image_bootstrap(statistic, *s, draws=draws, seed=seed)  # noqa: E731
+    learned = lambda t, u: first_step_ratio(t) - first_step_ratio(u)  # noqa: E731
+    steeper = lambda r: growth(r, "fc7").steepness - growth(r, "conv1").steepness  # noqa: E731
+    linearity = lambda r: growth(r, "fc7").linearity  # noqa: E731
+    out = {}
+    for kind in ("translate", "scale"):
+        t, u = sweeps[kind], control[kind]
+        out[f"ratio/{kind}"] = (first_step_ratio(t), boot(first_step_ratio, t))
+        out[f"learned/{kind}"] = (learned(t, u), boot(learned, t, u))
+        out[f"linearity/{kind}"] = (linearity(t), boot(linearity, t))
+        out[f"steeper/{kind}"] = (steeper(t), boot(steeper, t))
+        out[f"kept/{kind}"] = (retained(t), boot(retained, t))
+    out["kept/rotate"] = (retained(sweeps["rotate"]), boot(retained, sweeps["rotate"]))
+    versus = lambda r, t, s: retained(r) - min(retained(t), retained(s))  # noqa: E731
+    trio = sweeps["rotate"], sweeps["translate"], sweeps["scale"]
+    out["rotate_vs_others"] = (versus(*trio), boot(versus, *trio))
+    return out

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,9 +32,10 @@ from torch import nn
 from .checks import check_images
 from .deconv import Deconvnet
 from .layers import resolve
+from .verdicts import standard_error
 
 __all__ = ["OcclusionResult", "occlusion", "APPROXIMATE_RATIO", "BATCH_ELEMENTS", "covered", "DropOverlap", "drop_overlap",
-           "ObjectSensitivity", "object_sensitivity"]
+           "ObjectSensitivity", "object_sensitivity", "localisation"]
 
 #: Window cap used by ``approximate=True``, as a fraction of each map's side.
 APPROXIMATE_RATIO = 0.4
@@ -365,11 +368,35 @@ class ObjectSensitivity:
     on_object_share: float  # share of all positions that do: the chance level of ``worst_on_object``
 
 
-def object_sensitivity(result: OcclusionResult, object_mask: torch.Tensor, on: float = 0.5) -> ObjectSensitivity:
-    """§4.2's localisation test for one image: ``object_mask`` (H, W) marks the object's pixels."""
+def object_sensitivity(result: OcclusionResult, object_mask: torch.Tensor, on: float = 0.5,
+                       min_drop: float = 0.0) -> ObjectSensitivity:
+    """§4.2's localisation test for one image: ``object_mask`` (H, W) marks the object's pixels.
+
+    An image whose largest drop of p(target) is not above ``min_drop`` (a share of the unoccluded
+    p) has no worst place (``worst_on_object`` None): with a saturated softmax the "worst" square
+    would be picked by float rounding, which differs between CPUs, so pass a tolerance such as 0.01.
+    """
+    if not 0 <= min_drop < 1:
+        raise ValueError(f"min_drop must be a share in [0, 1), got {min_drop!r}")
     share = covered(result, object_mask.float()) / result.patch ** 2
     on_object = share >= on
     worst = int(result.prob.flatten().argmin())
     drop = 1 - float(result.prob.min()) / result.base_prob if result.base_prob > 0 else 0.0
-    worst_on_object = bool(on_object.flatten()[worst]) if float(result.prob.min()) < result.base_prob else None
+    worst_on_object = bool(on_object.flatten()[worst]) if drop > min_drop else None
     return ObjectSensitivity(drop, worst_on_object, float(on_object.float().mean()))
+
+
+def localisation(sensitivities: Sequence[ObjectSensitivity]) -> tuple[float, float, int]:
+    """Over many images: how much more often the most damaging square lies on the object than a
+    square placed at random, with the noise of that excess.
+
+    Per image with a worst place, the excess is 1 - (share of positions on the object) when the worst
+    square is on the object and -(that share) when it is not; the result is the mean excess, its
+    standard error over the images, and their number. Above 0 the classifier depends on the object
+    more than on the context (§4.2: "the model is localizing the objects").
+    """
+    excess = [float(s.worst_on_object) - s.on_object_share for s in sensitivities if s.worst_on_object is not None]
+    if len(excess) < 2:
+        raise ValueError(f"localisation needs at least 2 images whose p(correct) drops somewhere, got {len(excess)}; "
+                         "survey more images")
+    return float(np.mean(excess)), standard_error(excess), len(excess)

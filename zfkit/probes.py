@@ -33,9 +33,10 @@ from tqdm.auto import tqdm
 from .layers import resolve
 from .models import ArchSpec, ConvNet, build, init_he
 from .topk import layer_activations
+from .verdicts import all_of, below, exceeds
 
 __all__ = ["ProbeResult", "FewShotCurve", "features", "linear_probe", "layer_probes", "few_shot_curve",
-           "train_scratch", "CLASSIFIERS"]
+           "train_scratch", "CLASSIFIERS", "fold_margins", "LayerTrend", "layer_trend"]
 
 CLASSIFIERS = ("svm", "softmax")
 
@@ -336,3 +337,66 @@ def few_shot_curve(model: nn.Module, dataset: Dataset, shots: Sequence[int] = (1
     runs.close()
     name = layer if isinstance(layer, str) else resolve(model, layer).name
     return FewShotCurve(shots, name, pretrained, baseline, tuple(splits))
+
+
+# ---------------------------------------------------------------- the verdicts' measurements and their noise
+
+def fold_margins(curve: FewShotCurve, baseline: FewShotCurve | None = None) -> np.ndarray:
+    """Per fold, the pretrained accuracy minus the scratch accuracy averaged over the shot counts, in points.
+
+    The scratch run is ``curve``'s own or ``baseline``'s (same shots and folds; run with the same
+    ``seed``, it has the same splits). Each fold trains both on the same images, so the folds are
+    paired samples of the margin: their mean is :meth:`FewShotCurve.margin` averaged over shots,
+    and :func:`zfkit.verdicts.standard_error` of them is its noise.
+    """
+    scratch = curve if baseline is None else baseline
+    if scratch.scratch is None or scratch.shots != curve.shots or scratch.scratch.shape != curve.pretrained.shape:
+        raise ValueError("fold_margins needs a scratch baseline over the same shots and folds: run "
+                         "few_shot_curve(..., scratch=True) or pass baseline= such a curve")
+    return 100 * (curve.pretrained - scratch.scratch).mean(0)
+
+
+@dataclass(frozen=True)
+class LayerTrend:
+    """How one classifier's accuracy changes from the lowest to the highest layer (Table 7), with noise.
+
+    Noises are standard errors from the spread over folds, each layer taken as an independent
+    sample: conservative, since all layers share the folds (a paired estimate would be smaller).
+    """
+
+    layers: tuple[str, ...]
+    means: np.ndarray  # mean accuracy per layer, bottom to top
+    slope: float  # least-squares change in accuracy per layer (layers equally spaced)
+    slope_noise: float
+    steps: np.ndarray  # mean accuracy of each layer minus the one below
+    step_noise: np.ndarray
+
+    @property
+    def falls(self) -> int:
+        """Steps down by more than ``verdicts.K`` times their noise."""
+        return sum(below(s, 0, n) is True for s, n in zip(self.steps, self.step_noise))
+
+    def rises_steadily(self) -> bool | None:
+        """Table 7's "accuracy rises steadily as one ascends": the trend is up beyond its noise and no
+        step falls beyond its noise (reproduced); the trend is down or a step falls beyond its
+        noise (not reproduced); otherwise inconclusive."""
+        return all_of(exceeds(self.slope, 0, self.slope_noise), *(False if below(s, 0, n) else True
+                                                                   for s, n in zip(self.steps, self.step_noise)))
+
+
+def layer_trend(rows: Sequence[dict], classifier: str, folds: int) -> LayerTrend:
+    """Read :func:`layer_probes` rows of one ``classifier`` (in layer order) as a trend over the layers.
+
+    Each row's ``std`` is the spread over ``folds`` folds, so its mean has standard error
+    ``std / sqrt(folds)``.
+    """
+    picked = [r for r in rows if r["classifier"] == classifier]
+    if len(picked) < 2:
+        raise ValueError(f"layer_trend needs rows of at least 2 layers for classifier {classifier!r}, got {len(picked)}")
+    _check_folds(folds)
+    means = np.array([r["mean"] for r in picked], dtype=float)
+    se = np.array([r["std"] for r in picked], dtype=float) / np.sqrt(folds)
+    x = np.arange(len(picked), dtype=float)
+    weights = (x - x.mean()) / ((x - x.mean()) ** 2).sum()  # slope = weights @ means
+    return LayerTrend(tuple(r["layer"] for r in picked), means, float(weights @ means),
+                      float(np.sqrt((weights ** 2 * se ** 2).sum())), np.diff(means), np.hypot(se[1:], se[:-1]))
