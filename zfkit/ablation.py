@@ -7,21 +7,33 @@ same images for the same number of epochs, so the rows differ only in architectu
 
 Differences between rows are only meaningful against the spread between *seeds* of one
 architecture: :func:`seed_spread` measures it from the ensemble members the training chapter
-trains anyway.
+trains anyway, and :func:`difference_noise` turns it into the noise of a difference of rows.
+Each claim is then decided by a :mod:`zfkit.verdicts` rule (:func:`judge`, :func:`judge_small`),
+and only when the rows are trained far enough for Table 3's question to apply
+(:func:`early_training`).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 from torch import nn
 
-from . import zoo
+from . import verdicts, zoo
 from .train import evaluate
 
 __all__ = ["Row", "ROWS", "Table", "measure", "seed_spread", "SEEDS", "Comparisons", "compare", "convergence",
-           "judge"]
+           "difference_noise", "early_training", "judge", "judge_small", "seen", "SMALL", "EARLY"]
+
+#: "Makes little difference": a change of under 15 % of the baseline's error. Table 3's own words
+#: set the scale: +4.3 and +4.9 points on 40.5 (11-12 %) are "slight" / "relatively small", +30.8
+#: (76 %) is "dramatically worse".
+SMALL = 0.15
+#: Rows whose error is still above 1.5x the fully trained model's are "in early training".
+EARLY = 1.5
 
 
 @dataclass(frozen=True)
@@ -95,15 +107,24 @@ def measure(profile="book", rows: tuple[Row, ...] = ROWS, progress: bool = True)
     return table
 
 
-def seed_spread(name: str, profile="book", seeds: tuple[int, ...] = SEEDS) -> dict:
+def seed_spread(name: str, profile="book", seeds: tuple[int, ...] = SEEDS, train: bool = False) -> dict:
     """Test top-1 error (%) of one architecture over several seeds: how far apart two rows must be to differ.
 
     ``name`` is a short-budget zoo model (the rows' budget); the seeds are the training chapter's
-    ensemble members, so this costs nothing once that chapter has run.
+    ensemble members, so this costs nothing once that chapter has run. ``train=True`` also scores
+    each seed on its training images (as :func:`measure` does) for the spread of the train/test
+    gap ("gap", "gap_std"): one evaluation pass over the training images per seed.
     """
     errors = np.array([100 * zoo.metrics(name, profile, seed=s)["test"]["top1_err"] for s in seeds])
-    return {"name": name, "seeds": list(seeds), "test_top1": errors.tolist(), "mean": float(errors.mean()),
-            "std": float(errors.std(ddof=1))}
+    spread = {"name": name, "seeds": list(seeds), "test_top1": errors.tolist(), "mean": float(errors.mean()),
+              "std": float(errors.std(ddof=1))}
+    if train:
+        run = zoo.prepare(name, profile)  # the seed changes the initialisation and order, not the images
+        trained = np.array([100 * evaluate(zoo.load(name, profile, seed=s, progress=False), run.train,
+                                           run.recipe.eval_batch_size, device="cpu")["top1_err"] for s in seeds])
+        gap = errors - trained
+        spread |= {"train_top1": trained.tolist(), "gap": gap.tolist(), "gap_std": float(gap.std(ddof=1))}
+    return spread
 
 
 @dataclass(frozen=True)
@@ -123,9 +144,14 @@ class Comparisons:
 _REMOVALS = ("alexnet-mini-no-conv34", "alexnet-mini-no-fc67", "alexnet-mini-no-conv34-fc67", "alexnet-mini-no-fc7")
 
 
-def compare(table: Table) -> Comparisons:
-    """The comparisons of the paper's four conclusions, from a measured :class:`Table` of the ``ROWS``."""
-    err = {r["name"]: r["test_top1"] for r in table}
+def compare(table: Table, baselines: Mapping[str, float] | None = None) -> Comparisons:
+    """The comparisons of the paper's four conclusions, from a measured :class:`Table` of the ``ROWS``.
+
+    ``baselines`` replaces the test error of the baseline rows (``"alexnet-mini-short"``,
+    ``"zfnet-mini-short"``) by another estimate, such as the mean over their seeds: a row is then
+    compared with the architecture's typical error rather than with one seed's luck.
+    """
+    err = {r["name"]: r["test_top1"] for r in table} | dict(baselines or {})
     gap = {r["name"]: r["test_top1"] - r["train_top1"] for r in table}
     alex, zf = "alexnet-mini-short", "zfnet-mini-short"
     widths = {f"{base.removesuffix('-short')}-fc-{size}": base for base in (alex, zf) for size in ("narrow", "wide")}
@@ -146,12 +172,75 @@ def convergence(table: Table, profile="book") -> tuple[float, float]:
     return converged, table.row("zfnet-mini-short")["test_top1"] / converged
 
 
-def judge(difference: float, noise: float, early_training: bool) -> bool | None:
-    """A verdict on a claim that predicts ``difference`` > 0: reproduced beyond two seed standard
-    deviations; refuted beyond them the other way, unless the rows are in early training, where
-    how fast an architecture learns, not what it can represent, decides (then inconclusive)."""
-    if difference > 2 * noise:
-        return True
-    if difference < -2 * noise and not early_training:
-        return False
-    return None
+def difference_noise(std: float, baseline_seeds: int | None = None) -> float:
+    """Seed noise of the difference between a row and a baseline, from one architecture's seed ``std``.
+
+    Each row is one training run, so its error carries one seed's noise ``std`` (the spread of the
+    baseline's seeds: a variant's own spread is not measured, and is taken to be its base's). The
+    difference of two single runs has ``sqrt(2) * std``; against the mean of ``baseline_seeds``
+    seeds, ``std * sqrt(1 + 1/baseline_seeds)``.
+    """
+    if std < 0 or not math.isfinite(std):
+        raise ValueError(f"std must be a finite seed standard deviation >= 0, got {std!r}")
+    if baseline_seeds is None:
+        return math.sqrt(2) * std
+    if baseline_seeds < 1:
+        raise ValueError(f"baseline_seeds must be a positive count, got {baseline_seeds!r}")
+    return std * math.sqrt(1 + 1 / baseline_seeds)
+
+
+def early_training(short_errors: Sequence[float], converged: float, limit: float = EARLY) -> dict:
+    """Are the rows still in early training? Their baseline's mean error over seeds against the
+    fully trained model's error ``converged``.
+
+    Returns the ``ratio`` (1 = as good as fully trained), its ``noise`` (the seeds' standard error
+    over ``converged``) and ``early``: ``verdicts.exceeds(ratio, limit, noise)``, i.e. True beyond
+    ``limit`` by two noise, False clearly below it, None too close to tell.
+    """
+    if not converged > 0:
+        raise ValueError(f"converged must be a positive error, got {converged!r}")
+    ratio = float(np.mean(short_errors)) / converged
+    noise = verdicts.standard_error(short_errors) / converged
+    return {"ratio": ratio, "noise": noise, "early": verdicts.exceeds(ratio, limit, noise)}
+
+
+def judge(difference: float, noise: float, early_training: bool | None) -> bool | None:
+    """A verdict on a Table 3 claim that predicts ``difference`` > 0, decided beyond two ``noise``.
+
+    Table 3's conclusions are about what each architecture *can reach*: its rows were trained to
+    convergence. Rows still in early training (``early_training`` True, or None when that is
+    unclear) measure how fast each architecture learns in its first updates instead, which
+    removing or shrinking layers speeds up. Such a measurement speaks neither for nor against a
+    claim about capacity, so both directions are inconclusive then; a result *for* the claim is no
+    more evidence than one against it. Once the rows are trained far enough (``early_training``
+    False), the difference decides both ways (:func:`zfkit.verdicts.exceeds`). What was seen goes
+    in the verdict's note (:func:`seen`).
+    """
+    return verdicts.when(early_training is False, verdicts.exceeds(difference, 0, noise))
+
+
+def judge_small(differences: Sequence[float], tolerance: float | Sequence[float], noise: float | Sequence[float],
+                early_training: bool | None) -> bool | None:
+    """A verdict on "these changes make little difference": every ``|difference|`` below ``tolerance``.
+
+    Reproduced when each lies below its ``tolerance`` by two of its ``noise`` (each one value, or
+    one per difference), not reproduced when any lies above it by two; gated by
+    ``early_training`` as :func:`judge` is.
+    """
+    differences = list(differences)
+    per = lambda v: [v] * len(differences) if np.isscalar(v) else list(v)  # noqa: E731
+    tolerances, noises = per(tolerance), per(noise)
+    if not len(tolerances) == len(noises) == len(differences):
+        raise ValueError(f"need one tolerance and one noise per difference, got {len(tolerances)} and {len(noises)} "
+                         f"for {len(differences)}")
+    parts = (verdicts.below(abs(d), t, n) for d, t, n in zip(differences, tolerances, noises))
+    return verdicts.when(early_training is False, verdicts.all_of(*parts))
+
+
+def seen(difference: float, noise: float, unit: str = "points") -> str:
+    """What a measured ``difference`` says on its own, for a verdict's note: its value, its noise and
+    whether it clears two noise in the claim's direction (``difference`` > 0), against it, or neither."""
+    outcome = verdicts.exceeds(difference, 0, noise)
+    where = {True: "beyond 2 noise for the claim", False: "beyond 2 noise against the claim",
+             None: "within 2 noise of no difference"}[outcome]
+    return f"seen {difference:+.1f} ± {noise:.1f} {unit}, {where}"

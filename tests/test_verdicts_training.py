@@ -1,0 +1,134 @@
+"""The rules behind the training (ch. 2) and ablation (ch. 8) verdicts: each outcome from closed-form inputs."""
+
+import math
+
+import pytest
+
+from zfkit import ablation, filters, train
+
+
+# ---------------------------------------------------------------- ch. 8: Table 3's claims
+
+@pytest.mark.parametrize("difference, early, outcome", [
+    (5.0, False, True),     # beyond 2 noise for the claim, rows trained far enough
+    (-5.0, False, False),   # beyond 2 noise against it
+    (3.0, False, None),     # within 2 noise (2 x 2.0 = 4.0)
+    (5.0, True, None),      # early training: for the claim is no evidence about capacity...
+    (-5.0, True, None),     # ...and neither is against it (symmetric)
+    (5.0, None, None),      # unclear whether the rows are in early training
+])
+def test_judge_is_symmetric_in_early_training(difference, early, outcome):
+    assert ablation.judge(difference, noise=2.0, early_training=early) is outcome
+
+
+@pytest.mark.parametrize("differences, noise, early, outcome", [
+    ([0.5, -0.5], 1.0, False, True),        # |d| + 2 < 3 for both
+    ([0.5, -6.0], 1.0, False, False),       # one change clearly larger than the tolerance (6 - 2 > 3)
+    ([0.5, 2.0], 1.0, False, None),         # 2 + 2 > 3 and 2 - 2 < 3: undecided
+    ([0.5, -0.5], [1.0, 2.0], False, None),  # per-difference noise: the second is too noisy to call small
+    ([0.5, -0.5], 1.0, True, None),         # early training
+    ([0.5, -6.0], 1.0, True, None),
+])
+def test_judge_small_needs_every_change_below_the_tolerance(differences, noise, early, outcome):
+    assert ablation.judge_small(differences, tolerance=3.0, noise=noise, early_training=early) is outcome
+
+
+def test_judge_small_takes_a_tolerance_per_difference():
+    assert ablation.judge_small([2.5, 2.5], [5.0, 9.0], 1.0, early_training=False) is True
+    assert ablation.judge_small([2.5, 2.5], [5.0, 0.1], 1.0, early_training=False) is False
+
+
+def test_judge_small_wants_one_noise_and_tolerance_per_difference():
+    with pytest.raises(ValueError, match="one tolerance and one noise per difference"):
+        ablation.judge_small([1.0, 2.0], 3.0, [1.0], early_training=False)
+    with pytest.raises(ValueError, match="one tolerance and one noise per difference"):
+        ablation.judge_small([1.0, 2.0], [3.0], 1.0, early_training=False)
+
+
+def test_difference_noise_of_single_runs_and_of_a_mean_baseline():
+    assert ablation.difference_noise(1.5) == pytest.approx(1.5 * math.sqrt(2))
+    assert ablation.difference_noise(1.5, baseline_seeds=5) == pytest.approx(1.5 * math.sqrt(1.2))
+    with pytest.raises(ValueError, match="std"):
+        ablation.difference_noise(-1.0)
+    with pytest.raises(ValueError, match="baseline_seeds"):
+        ablation.difference_noise(1.0, baseline_seeds=0)
+
+
+@pytest.mark.parametrize("errors, early", [
+    ([30.0, 32.0, 34.0], True),     # 3.2x the converged error, noise 0.115
+    ([10.0, 10.5, 11.0], False),    # 1.05x, well below 1.5
+    ([14.0, 15.0, 16.0], None),     # 1.5x: on the limit
+])
+def test_early_training_compares_the_seed_mean_with_the_converged_error(errors, early):
+    stage = ablation.early_training(errors, converged=10.0)
+    assert stage["ratio"] == pytest.approx(sum(errors) / len(errors) / 10)
+    assert stage["noise"] == pytest.approx(math.sqrt(sum((e - sum(errors) / 3) ** 2 for e in errors) / 2 / 3) / 10)
+    assert stage["early"] is early
+
+
+def test_early_training_rejects_a_zero_converged_error():
+    with pytest.raises(ValueError, match="converged"):
+        ablation.early_training([1.0, 2.0], converged=0.0)
+
+
+def test_seen_says_which_way_the_difference_points():
+    assert ablation.seen(4.5, 1.0) == "seen +4.5 ± 1.0 points, beyond 2 noise for the claim"
+    assert ablation.seen(-4.5, 1.0) == "seen -4.5 ± 1.0 points, beyond 2 noise against the claim"
+    assert ablation.seen(1.0, 1.0).endswith("within 2 noise of no difference")
+
+
+def _row(name, train, test, parameters=100):
+    return {"name": name, "train_top1": train, "test_top1": test, "parameters": parameters}
+
+
+def test_compare_can_use_the_baselines_seed_means():
+    table = ablation.Table([
+        _row("alexnet-mini-short", 30, 35, 1000), _row("alexnet-mini-no-conv34", 31, 37),
+        _row("alexnet-mini-no-fc67", 30, 34, 400), _row("alexnet-mini-no-conv34-fc67", 40, 45),
+        _row("alexnet-mini-no-fc7", 30, 36), _row("alexnet-mini-fc-narrow", 30, 35.5),
+        _row("alexnet-mini-fc-wide", 30, 33), _row("zfnet-mini-short", 30, 32),
+        _row("zfnet-mini-fc-narrow", 30, 33), _row("zfnet-mini-fc-wide", 30, 31),
+        _row("zfnet-mini-conv-wide", 20, 30), _row("zfnet-mini-conv-fc-wide", 10, 31),
+    ])
+    c = ablation.compare(table, baselines={"alexnet-mini-short": 36.0, "zfnet-mini-short": 33.0})
+    assert c.delta_vs_alexnet["alexnet-mini-no-conv34"] == 1  # 37 - 36, not 37 - 35
+    assert c.fc_width_deltas["zfnet-mini-fc-wide"] == -2
+    assert c.conv_wide_gain == 3
+    assert c.conv_fc_wide_vs_conv_wide == {"test": 1, "gap": 11}  # two variants: no baseline involved
+
+
+# ---------------------------------------------------------------- ch. 2: Fig. 6a/c
+
+@pytest.mark.parametrize("unclipped, clipped, outcome", [
+    ([0.30, 0.32, 0.28], [0.10, 0.11, 0.09], True),    # 0.30 - 1.5 x 0.10 = 0.15, noise 0.02
+    ([0.10, 0.11, 0.09], [0.10, 0.11, 0.09], False),   # equal shares: -0.05 against 2 x 0.018
+    ([0.30, 0.10, 0.05], [0.10, 0.11, 0.09], None),    # one seed dominates, the others not: too noisy
+])
+def test_dominance_decides_one_feature_dominates(unclipped, clipped, outcome):
+    from zfkit import verdicts
+
+    effect, noise = filters.dominance(unclipped, clipped)
+    assert effect == pytest.approx(sum(unclipped) / 3 - 1.5 * sum(clipped) / 3)
+    assert verdicts.exceeds(effect, 0, noise) is outcome
+
+
+def test_dominance_needs_two_seeds_per_arm():
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        filters.dominance([0.3], [0.1, 0.1])
+
+
+# ---------------------------------------------------------------- ch. 2: the time target names its CPU
+
+def test_cpu_name_reads_the_model_name_or_falls_back(monkeypatch, tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Example CPU 9000 @ 3.0GHz\nflags\t: fpu\n")
+    real = train.Path
+
+    def fake(path, *args):
+        return info if str(path) == "/proc/cpuinfo" else real(path, *args)
+
+    monkeypatch.setattr(train, "Path", fake)
+    assert train.cpu_name() == "Example CPU 9000 @ 3.0GHz"
+    info.unlink()  # no /proc/cpuinfo (macOS, Windows): platform's answer
+    monkeypatch.setattr(train.platform, "processor", lambda: "arm")
+    assert train.cpu_name() == "arm"
