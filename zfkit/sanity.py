@@ -20,6 +20,9 @@ model. This module provides the pieces, for any of the three backward rules of
 - :func:`sweep`: the whole randomisation test (projections of each randomised copy against the
   trained model's), and :func:`draw_sweep`, :func:`draw_examples`, :func:`draw_comparison`,
   :func:`draw_rules` to show it; :func:`edges` and :func:`mass_inside` for model-free references.
+- :func:`mean_with_noise`, :func:`paired_difference`, :meth:`Sweep.noise`: a measurement's mean and
+  its noise (the standard error over images, or over feature maps), for the verdicts of
+  :mod:`zfkit.verdicts`.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from .viz import new_figure, show_image, to_display
 
 __all__ = ["METRICS", "RULE_COLOURS", "weight_layers", "randomize", "cascade", "independent", "project",
            "relative_change", "to_map", "similarity", "compare", "edges", "mass_inside", "Sweep", "sweep",
-           "draw_sweep", "draw_examples", "draw_comparison", "draw_rules"]
+           "draw_sweep", "draw_examples", "draw_comparison", "draw_rules", "mean_with_noise", "paired_difference"]
 
 METRICS = ("ssim", "spearman_abs", "spearman")
 METRIC_LABELS = {"ssim": "SSIM (|map|)", "spearman_abs": "Spearman (|map|)", "spearman": "Spearman (signed)"}
@@ -323,6 +326,12 @@ class Sweep:
             raise ValueError(f"unknown step {step!r}; this sweep's steps are {', '.join(self.steps)}")
         return self.mean(rule, metric)[self.steps.index(step)]
 
+    def noise(self, step: str, rule: str, metric: str) -> float:
+        """The standard error of :meth:`at` over the (image, unit) pairs (undefined Spearmans left out)."""
+        if step not in self.steps:
+            raise ValueError(f"unknown step {step!r}; this sweep's steps are {', '.join(self.steps)}")
+        return mean_with_noise(self.scores[rule][metric][self.steps.index(step)])[1]
+
     def records(self) -> dict:
         """Means per rule, metric and step, and the floors, for a results JSON."""
         return {"layer": self.layer, "steps": self.steps, "pairs": int(self.scores[self.rules[0]]["ssim"].shape[1]),
@@ -357,6 +366,37 @@ def sweep(model: nn.Module, variants: Iterable[tuple[str, nn.Module]], images: t
              for rule in rules}
     return Sweep(resolve(model, layer).name, steps, rules, {r: {m: np.stack(v) for m, v in s.items()} for r, s in scores.items()},
                  floor, {rule: torch.stack(v) for rule, v in shown.items()})
+
+
+# ---------------------------------------------------------------- noise of a measurement
+
+def mean_with_noise(values, group: int = 1) -> tuple[float, float]:
+    """The mean of per-pair ``values`` and its noise: the standard error of that mean.
+
+    With ``group`` > 1, every ``group`` consecutive values (e.g. the top-9 images of one feature map)
+    are averaged first and the noise is measured over those groups: values within a group are not
+    independent, so their spread would understate the noise. NaN values (an undefined Spearman)
+    are left out, and a group with none defined is dropped.
+    """
+    x = np.asarray(values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else values, dtype=float)
+    if x.ndim != 1 or group < 1 or len(x) % group:
+        raise ValueError(f"mean_with_noise needs a 1-d array whose length ({x.size}) is a multiple of group ({group})")
+    means = _nanmean(x.reshape(-1, group), axis=1)
+    means = means[~np.isnan(means)]
+    if len(means) < 2:
+        raise ValueError(f"need at least 2 defined groups to measure noise, got {len(means)}; measure more images or maps")
+    return float(means.mean()), float(means.std(ddof=1) / np.sqrt(len(means)))
+
+
+def paired_difference(a, b, group: int = 1) -> tuple[float, float]:
+    """Mean of ``a - b`` over paired measurements (same images, same units) and its standard error;
+    ``group`` as in :func:`mean_with_noise`. Pairing removes what the two share (the image, the
+    unit), so the noise is that of the difference itself."""
+    a = np.asarray(a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else a, dtype=float)
+    b = np.asarray(b.detach().cpu().numpy() if isinstance(b, torch.Tensor) else b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired_difference needs measurements of the same pairs, got shapes {a.shape} and {b.shape}")
+    return mean_with_noise(a - b, group)
 
 
 # ---------------------------------------------------------------- figures

@@ -20,7 +20,7 @@ from . import distributed
 from .checks import check_images
 from .layers import resolve
 
-__all__ = ["TopK", "topk", "layer_activations"]
+__all__ = ["TopK", "topk", "topk_layers", "layer_activations"]
 
 
 @dataclass
@@ -72,6 +72,50 @@ def layer_activations(model: nn.Module, images: torch.Tensor, layer) -> torch.Te
 def topk(model: nn.Module, dataset: Dataset, layer, k: int = 9, batch_size: int = 256,
          progress: bool = True) -> TopK:
     """The k strongest activations of every channel of ``layer`` over ``dataset``."""
+    resolve(model, layer)  # fail early on an unknown layer
+    desc = f"top-{k} {layer if isinstance(layer, str) else 'layer'}"
+    return _scan(model, dataset, lambda images: [layer_activations(model, images, layer)], 1, k, batch_size,
+                 progress, desc)[0]
+
+
+def topk_layers(model: nn.Module, dataset: Dataset, layers, k: int = 9, batch_size: int = 256,
+                progress: bool = True) -> dict[str, TopK]:
+    """:func:`topk` of several layers of ``model.features`` in one pass over ``dataset``: name -> TopK.
+
+    Each batch runs through the features once, up to the highest of ``layers``, and every layer's
+    output is taken on the way; separate :func:`topk` calls would run the lower layers again for
+    each. The results are those of :func:`topk`, layer by layer.
+    """
+    layers = [layers] if isinstance(layers, str) else list(layers)
+    if not layers:
+        raise ValueError("topk_layers needs at least one layer")
+    targets = [resolve(model, layer) for layer in layers]
+    outside = [t.name for t in targets if t.part != "features"]
+    if outside:
+        raise ValueError(f"topk_layers scans layers of model.features; {', '.join(outside)} lie outside it "
+                         "(use topk for those)")
+    wanted = {t.index for t in targets}
+    last = max(wanted)
+
+    def activations(images: torch.Tensor) -> list[torch.Tensor]:
+        check_images(images, model)
+        taken = {}
+        with torch.no_grad():
+            h = images
+            for i, module in enumerate(model.features[: last + 1]):
+                h = module(h)
+                if i in wanted:
+                    taken[i] = h
+        return [taken[t.index] for t in targets]
+
+    desc = f"top-{k} {', '.join(t.name for t in targets)}"
+    found = _scan(model, dataset, activations, len(targets), k, batch_size, progress, desc)
+    return {t.name: scan for t, scan in zip(targets, found)}
+
+
+def _scan(model: nn.Module, dataset: Dataset, activations, count: int, k: int, batch_size: int, progress: bool,
+          desc: str) -> list[TopK]:
+    """One pass over ``dataset``: ``activations(images)`` gives ``count`` layers' outputs per batch."""
     n = len(dataset)
     if n == 0:
         raise ValueError("the dataset is empty")
@@ -81,23 +125,21 @@ def topk(model: nn.Module, dataset: Dataset, layer, k: int = 9, batch_size: int 
         raise ValueError(f"k={k} is larger than the dataset ({n} images); use k <= {n}")
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    resolve(model, layer)  # fail early on an unknown layer
     joined = distributed.join(torch.device("cpu"))  # a no-op outside torchrun; gloo carries the small merge
     rank, world = joined.rank, joined.size
     shard = range(rank * batch_size, n, batch_size * world)
     was_training = model.training
     model.eval()
-    best: TopK | None = None
+    best: list[TopK | None] = [None] * count
     try:
-        for start in tqdm(shard, desc=f"top-{k} {layer if isinstance(layer, str) else 'layer'}", disable=not progress or rank != 0):
+        for start in tqdm(shard, desc=desc, disable=not progress or rank != 0):
             idx = torch.arange(start, min(start + batch_size, n))
             images = _batch(dataset, idx)
-            acts = layer_activations(model, images, layer)
-            best = _update(best, acts, idx, k)
+            best = [_update(b, acts, idx, k) for b, acts in zip(best, activations(images))]
     finally:
         model.train(was_training)
     if world > 1:
-        best = _merge_ranks(best, k)
+        best = [_merge_ranks(b, k) for b in best]
     return best
 
 
