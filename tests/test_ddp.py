@@ -3,7 +3,8 @@
 Randomness that could differ between the two set-ups is made equal or removed:
 - data order, shifts and flips are drawn per position of the epoch from a generator that does not
   depend on the rank, so augmentation stays on;
-- dropout masks are drawn per rank, so the model is built with ``dropout=0``.
+- dropout masks are drawn per rank, so the model is built with ``dropout=0``;
+- bf16 autocast rounds each process's partial gradient sums, so the recipe pins fp32.
 61 images in global batches of 16 end with a batch of 13 (7 + 6 images), which checks the loss scaling that makes
 DDP's average of per-process means equal the global batch mean.
 """
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -22,6 +24,20 @@ from safetensors.torch import load_file
 from zfkit import models
 from zfkit.data import TensorImages
 from zfkit.train import Recipe, fit
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def torchrun(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node=2 ARGS`` with this interpreter's torch, asserting success.
+
+    One OpenMP thread per process: two processes on two cores, none oversubscribed.
+    """
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args],
+                          env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
 
 WORKER = textwrap.dedent("""
     import json
@@ -52,7 +68,7 @@ def make_run():
     torch.manual_seed(0)
     spec = models.variant(models.zfnet_mini(width=0.125), fc_width=16).spec
     model = models.build(replace(spec, dropout=0.0))
-    recipe = Recipe(epochs=2, batch_size=16, lr=0.05, device="cpu", eval_batch_size=10)
+    recipe = Recipe(epochs=2, batch_size=16, lr=0.05, device="cpu", precision="fp32", eval_batch_size=10)
     return model, images.subset(range(61)), images.subset(range(61, 84)), recipe
 
 
@@ -60,10 +76,7 @@ def make_run():
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     (tmp_path / "worker.py").write_text(WORKER.format(tests=os.path.dirname(__file__)))
     out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(tmp_path / "worker.py"), str(out)], env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    torchrun(str(tmp_path / "worker.py"), str(out))
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -122,11 +135,7 @@ def test_topk_shards_across_ranks_and_merges_to_the_single_process_result(tmp_pa
     from zfkit.topk import topk
 
     (tmp_path / "worker.py").write_text(TOPK_WORKER.format(tests=os.path.dirname(__file__)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(tmp_path / "worker.py"), str(tmp_path / "topk.safetensors")],
-                          env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    torchrun(str(tmp_path / "worker.py"), str(tmp_path / "topk.safetensors"))
     merged = load_file(tmp_path / "topk.safetensors")
     model, data = topk_case()
     single = topk(model, data, "conv3", k=5, batch_size=8, progress=False)

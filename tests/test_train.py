@@ -24,7 +24,9 @@ def tiny_model(seed=0):
 
 
 def tiny_recipe(**kw):
-    return Recipe(**{"epochs": 2, "batch_size": 16, "lr": 0.05, "eval_batch_size": 32, "device": "cpu", **kw})
+    """fp32 unless asked: "auto" would pick bf16 on some CPUs, and these tests check fit, not the CPU."""
+    return Recipe(**{"epochs": 2, "batch_size": 16, "lr": 0.05, "eval_batch_size": 32, "device": "cpu",
+                     "precision": "fp32", **kw})
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -110,40 +112,116 @@ def test_translate_moves_content_down_and_right():
 
 # ---------------------------------------------------------------- device selection (no GPU needed)
 
+def _gpus(monkeypatch, n: int) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: n > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: n)
+
+
+def _cpu_bf16_units(monkeypatch, fast: bool) -> None:
+    monkeypatch.setattr(train, "cpu_has_fast_bf16", lambda: fast)
+
+
 def test_auto_device_picks_cuda_with_bf16_and_channels_last(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    _gpus(monkeypatch, 2)
     plan = train.plan_device("auto", local_rank=1)
     assert plan.device == torch.device("cuda:1")
     assert plan.autocast_dtype == torch.bfloat16 and plan.memory_format == torch.channels_last
     assert train.plan_device("cuda").device == torch.device("cuda:0")
 
 
-def test_auto_device_falls_back_to_cpu_in_full_precision_channels_last(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+def test_auto_device_falls_back_to_the_cpu_channels_last(monkeypatch):
+    _gpus(monkeypatch, 0)
     plan = train.plan_device("auto")
-    assert plan.device == torch.device("cpu") and plan.autocast_dtype is None
+    assert plan.device == torch.device("cpu")
     assert plan.memory_format == torch.channels_last  # measured faster on the CPU as well
-    with pytest.raises(ValueError, match="CUDA is not available"):
+
+
+def test_unusable_devices_are_refused_with_the_fix(monkeypatch):
+    _gpus(monkeypatch, 0)
+    with pytest.raises(ValueError, match="CUDA is not available here; use 'auto'"):
         train.plan_device("cuda")
     with pytest.raises(ValueError, match="not a device name"):
         train.plan_device("gpu-please")
+    _gpus(monkeypatch, 2)
+    with pytest.raises(ValueError, match=r"'cuda:2' but this machine has 2 GPU\(s\), cuda:0 … cuda:1"):
+        train.plan_device("cuda:2")
 
 
-def test_precision_chooses_the_autocast_dtype(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert train.plan_device("cpu", precision="bf16").autocast_dtype == torch.bfloat16
-    assert train.plan_device("cpu", precision="auto").autocast_dtype is None
-    assert train.plan_device("cuda", precision="fp32").autocast_dtype is None
-    assert train.plan_device("cuda", precision="auto").autocast_dtype == torch.bfloat16
+def test_fit_on_cuda_without_cuda_fails_before_training(tmp_path, data, monkeypatch):
+    _gpus(monkeypatch, 0)
+    with pytest.raises(ValueError, match="Recipe.device is 'cuda:0' but CUDA is not available"):
+        fit(tiny_model(), *data, tiny_recipe(device="cuda"), tmp_path, progress=False)
+    assert not (tmp_path / "metrics.csv").exists()
 
 
-def test_bf16_recipe_trains_on_the_cpu_and_keeps_fp32_weights(tmp_path, data):
-    """On the CPU "auto" is fp32 bit for bit; "bf16" really autocasts (other weights), into fp32 weights."""
+@pytest.mark.parametrize("gpus, device, fast_cpu, precision, bf16", [
+    (1, "auto", False, "auto", True),  # CUDA: bf16
+    (0, "auto", True, "auto", True),  # a CPU with bf16 units (AVX512-BF16 / AMX): bf16
+    (0, "auto", False, "auto", False),  # a CPU without: fp32
+    (1, "cpu", False, "auto", False),  # the CPU's rule, even beside a GPU
+    (0, "cpu", False, "bf16", True),  # explicit choices win
+    (0, "cpu", True, "fp32", False),
+    (1, "cuda", True, "fp32", False),
+])
+def test_precision_auto_uses_bf16_where_it_is_faster(monkeypatch, gpus, device, fast_cpu, precision, bf16):
+    _gpus(monkeypatch, gpus)
+    _cpu_bf16_units(monkeypatch, fast_cpu)
+    assert train.plan_device(device, precision=precision).autocast_dtype == (torch.bfloat16 if bf16 else None)
+
+
+@pytest.mark.parametrize("caps, fast", [({"avx512_bf16": True}, True), ({"amx_bf16": True, "avx512_bf16": False}, True),
+                                        ({"avx512_f": True, "avx512_bf16": False}, False), ({"bf16": True}, False)],
+                         ids=["avx512-bf16", "amx", "avx512-without-bf16", "arm-bf16-unmeasured"])
+def test_fast_bf16_needs_bf16_matrix_instructions(monkeypatch, caps, fast):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: caps)
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    assert train.cpu_has_fast_bf16.__wrapped__() is fast
+
+
+def test_fast_bf16_needs_onednn(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": True})
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    assert train.cpu_has_fast_bf16.__wrapped__() is False
+
+
+@pytest.mark.parametrize("env, allowed", [
+    ({}, True), ({"ONEDNN_MAX_CPU_ISA": "ALL"}, True), ({"ONEDNN_MAX_CPU_ISA": "avx512_core_bf16"}, True),
+    ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"}, True), ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, False),
+    ({"ONEDNN_MAX_CPU_ISA": "avx512_core"}, False), ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"}, False),
+    ({"DNNL_MAX_CPU_ISA": "AVX2"}, False), ({"DNNL_MAX_CPU_ISA": "AVX2", "ONEDNN_MAX_CPU_ISA": "ALL"}, True),
+    ({"ATEN_CPU_CAPABILITY": "avx2"}, True),  # caps ATen's element-wise kernels, not oneDNN's: measured no loss
+])
+def test_a_onednn_cap_below_its_bf16_instructions_means_fp32(env, allowed):
+    assert train._onednn_allows_bf16(env) is allowed
+
+
+def test_bf16_recipe_trains_on_the_cpu_and_keeps_fp32_weights(tmp_path, data, monkeypatch):
+    """"auto" is fp32 or bf16 bit for bit, as the CPU's units decide; bf16 really autocasts, into fp32 weights."""
     runs = {p: fit(tiny_model(), *data, tiny_recipe(epochs=1, precision=p), tmp_path / p, progress=False).model
-            for p in ("auto", "fp32", "bf16")}
-    assert _weights_equal(runs["auto"], runs["fp32"])
+            for p in ("fp32", "bf16")}
     assert not _weights_equal(runs["bf16"], runs["fp32"])
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in runs["bf16"].parameters())
+    for fast, same_as in ((False, "fp32"), (True, "bf16")):
+        _cpu_bf16_units(monkeypatch, fast)
+        auto = fit(tiny_model(), *data, tiny_recipe(epochs=1, precision="auto"), tmp_path / f"auto-{fast}",
+                   progress=False).model
+        assert _weights_equal(auto, runs[same_as])
+
+
+def test_evaluation_by_device_name_stays_fp32_on_a_bf16_cpu(monkeypatch):
+    _cpu_bf16_units(monkeypatch, True)
+    model, images = tiny_model().eval(), fake_images(8)
+    fp32 = train.DevicePlan(torch.device("cpu"), None, channels_last=True)
+    assert train.evaluate(model, images, device="cpu") == train.evaluate(model, images, device=fp32)
+
+
+def test_the_book_recipe_leaves_precision_to_the_machine():
+    from zfkit import profiles
+
+    assert profiles.BOOK_RECIPE["precision"] == "auto"
+    assert profiles.get("paper").device == "auto"  # a GPU when there is one, the CPU otherwise
 
 
 def test_gpu_code_path_runs_on_cpu(tmp_path, data, monkeypatch):

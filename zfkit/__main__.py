@@ -13,6 +13,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _device(text: str) -> str:
+    """A device ``fit`` can use here, checked before any data is read (``plan_device`` has the rules)."""
+    from .train import plan_device
+
+    try:
+        plan_device(text, precision="fp32")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def _data(args: argparse.Namespace) -> int:
     from .data import DataNotFoundError, find_fashion_mnist, fashion_mnist
 
@@ -40,8 +51,10 @@ def _train(args: argparse.Namespace) -> int:
     name = args.model or ("zfnet" if args.profile == "paper" else "zfnet-mini")
     try:
         run = prepare(name, args.profile, seed=args.seed, data_root=args.data, epochs=args.epochs)
+        overrides = {"device": args.device}
         if args.precision:
-            run = dataclasses.replace(run, recipe=dataclasses.replace(run.recipe, precision=args.precision))
+            overrides["precision"] = args.precision
+        run = dataclasses.replace(run, recipe=dataclasses.replace(run.recipe, **overrides))
         started = time.perf_counter()
         result = fit(run.model, run.train, run.val, run.recipe, args.out, resume=args.resume, progress=not args.quiet)
         minutes = (time.perf_counter() - started) / 60
@@ -80,9 +93,12 @@ def main(argv: list[str] | None = None) -> int:
                                                 "(default: $ZFKIT_IMAGENET)")
     p.add_argument("--epochs", type=_positive_int, default=None, help="override the profile's epoch count")
     p.add_argument("--seed", type=int, default=None, help="override the profile's seed")
+    p.add_argument("--device", type=_device, default="auto",
+                   help="auto (default: CUDA when present, else the CPU), cpu, cuda (one GPU per torchrun "
+                        "process) or cuda:N")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
-                   help="override the profile's autocast choice (book: bf16, which is slow on CPUs without AMX "
-                        "or AVX512-BF16; pass fp32 there)")
+                   help="override the profile's autocast choice (auto: bf16 on CUDA and on CPUs with bf16 "
+                        "units, AVX512-BF16 or AMX; fp32 elsewhere)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_train)
     args = parser.parse_args(argv)

@@ -38,9 +38,10 @@ class Profile:
 #: benchmarks/recipe_study.py, discussed in the training chapter): flips but no shifts (shifting
 #: slows a 16-epoch run more than it helps), no feature-scale clipping (its radius is set for
 #: [-128, 128] inputs, ours are [0, 1]), a plateau patience of 2 (the validation error is noisy),
-#: the last 4 epochs annealed by 10 at least, and bf16 autocast (this CPU has AMX units).
+#: the last 4 epochs annealed by 10 at least, and bf16 autocast where the CPU has bf16 units
+#: (``precision="auto"``: see :func:`zfkit.train.cpu_has_fast_bf16`), fp32 elsewhere.
 BOOK_RECIPE = {"augment": True, "max_shift": 0, "feature_scale_clipping": False, "plateau_patience": 2,
-               "final_anneal_epochs": 4, "precision": "bf16"}
+               "final_anneal_epochs": 4, "precision": "auto"}
 
 _PROFILES = {
     "ci": Profile(
@@ -56,8 +57,9 @@ _PROFILES = {
     ),
     "paper": Profile(
         name="paper", dataset="imagenet", model="zfnet", input_size=224, in_channels=3, num_classes=1000,
-        width=1.0, epochs=70, batch_size=128, train_subset=None, test_subset=None, seed=0, device="cuda",
-        notes="ImageNet 2012 folder ($ZFKIT_IMAGENET), ZFNet Fig. 3 at 224x224; GPUs, torchrun DDP, days",
+        width=1.0, epochs=70, batch_size=128, train_subset=None, test_subset=None, seed=0,
+        notes="ImageNet 2012 folder ($ZFKIT_IMAGENET), ZFNet Fig. 3 at 224x224; GPUs (CPU works, slowly), "
+              "torchrun DDP, days",
     ),
 }
 NAMES = tuple(_PROFILES)

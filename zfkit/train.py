@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import io
 import math
 import os
+import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -45,6 +47,8 @@ __all__ = [
     "fit",
     "evaluate",
     "plan_device",
+    "cpu_has_fast_bf16",
+    "cpu_name",
     "clip_filters",
     "translate_flip",
     "load_checkpoint",
@@ -92,11 +96,10 @@ class Recipe:
       1/2 when ``flip``. Applies to in-memory tensor datasets; other datasets (ImageNet folders)
       augment in their own transform.
     - ``device``: ``"auto"`` picks CUDA when present; channels_last on every device.
-    - ``precision``: ``"auto"`` trains under bf16 autocast on CUDA and in fp32 on the CPU;
-      ``"bf16"`` uses bf16 autocast on the CPU too, which pays on CPUs with AMX or AVX512-BF16
-      matrix units (1.27x for ZFNet-mini here, ``benchmarks/train_throughput.py``) and is slow
-      elsewhere; ``"fp32"`` never autocasts. Weights, optimizer state and evaluation outside
-      ``fit`` stay fp32.
+    - ``precision``: ``"auto"`` trains under bf16 autocast on CUDA and on CPUs where it is faster
+      (those with bf16 matrix instructions, :func:`cpu_has_fast_bf16`), in fp32 elsewhere;
+      ``"bf16"`` and ``"fp32"`` force the choice. Weights, optimizer state and evaluation outside
+      ``fit`` stay fp32. A run may resume on a machine where ``"auto"`` resolves differently.
     """
 
     epochs: int = 10
@@ -182,7 +185,8 @@ class DevicePlan:
 def plan_device(name: str = "auto", local_rank: int = 0, precision: str = "auto") -> DevicePlan:
     """``"auto"``: CUDA (this process's ``local_rank`` GPU) when available, else CPU.
 
-    ``precision`` as in :class:`Recipe`: ``"auto"`` autocasts to bf16 on CUDA only.
+    ``precision`` as in :class:`Recipe`: ``"auto"`` autocasts to bf16 on CUDA and on CPUs with
+    bf16 matrix instructions (:func:`cpu_has_fast_bf16`).
     """
     cuda = torch.cuda.is_available()
     if name == "auto":
@@ -194,10 +198,68 @@ def plan_device(name: str = "auto", local_rank: int = 0, precision: str = "auto"
     except RuntimeError as e:
         raise ValueError(f"Recipe.device {name!r} is not a device name ('auto', 'cpu', 'cuda', 'cuda:1', …)") from e
     if device.type == "cuda" and not cuda:
-        raise ValueError(f"Recipe.device is {name!r} but CUDA is not available here; use device='auto' or 'cpu'")
-    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+        raise ValueError(f"Recipe.device is {name!r} but CUDA is not available here; use 'auto' (CUDA when "
+                         "present, else the CPU) or 'cpu'")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"Recipe.device is {name!r} but this machine has {torch.cuda.device_count()} GPU(s), "
+                         f"cuda:0 … cuda:{torch.cuda.device_count() - 1}; use 'cuda' (one GPU per torchrun process)")
+    bf16 = precision == "bf16" or (precision == "auto" and _bf16_is_faster(device))
     return DevicePlan(device, torch.bfloat16 if bf16 else None, channels_last=True)
 
+
+def _bf16_is_faster(device: torch.device) -> bool:
+    """``precision="auto"``'s rule: bf16 on every CUDA GPU, and on CPUs with bf16 matrix instructions."""
+    return device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16())
+
+
+# oneDNN ISA caps (``ONEDNN_MAX_CPU_ISA``) below AVX512_CORE_BF16: oneDNN then has no bf16 instructions.
+_ONEDNN_ISAS_WITHOUT_BF16 = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
+                                       "AVX512_CORE_VNNI"})
+
+
+@functools.cache
+def cpu_has_fast_bf16() -> bool:
+    """Whether bf16 autocast trains faster than fp32 on this CPU: ``precision="auto"``'s CPU rule.
+
+    True when the CPU has bf16 matrix instructions (AVX512-BF16 or AMX-BF16) and oneDNN, which runs
+    the convolutions and matrix products, may use them: it is built in, and ``ONEDNN_MAX_CPU_ISA``
+    (or the older ``DNNL_MAX_CPU_ISA``) does not cap it below ``AVX512_CORE_BF16``.
+
+    Detected rather than timed: timing a step costs seconds in every process, and on a shared
+    2-core machine the same step varied 5x between runs, so a timed choice would flip. The rule
+    rests on measurements of ZFNet-mini training, bf16 / fp32 throughput, median of adjacent pairs:
+    1.49x on an AMD EPYC (Zen 4: AVX512-BF16, no AMX; ``benchmarks/train_throughput.py``, 2
+    threads) and 1.27x on the Intel CPU with AMX that built the book (the paper's ZFNet at 224:
+    1.09x on the EPYC). On the same EPYC, one thread: 0.55x with oneDNN capped at ``AVX512_CORE``
+    (AVX-512 without bf16 instructions, as on Skylake), 0.10x capped at ``AVX2``; 1.76x with
+    ``ATEN_CPU_CAPABILITY=avx2``, which caps ATen's element-wise kernels, not oneDNN, so it is not
+    consulted. ARM's bf16 instructions are not measured yet: fp32 there. Cached: oneDNN, too, reads
+    its cap once per process.
+    """
+    caps = torch.cpu.get_capabilities()
+    units = bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+    return units and torch.backends.mkldnn.is_available() and _onednn_allows_bf16(os.environ)
+
+
+def _onednn_allows_bf16(env: Mapping[str, str]) -> bool:
+    """False when the environment caps oneDNN below its bf16 instructions (its names, any case)."""
+    cap = env.get("ONEDNN_MAX_CPU_ISA") or env.get("DNNL_MAX_CPU_ISA") or "ALL"
+    return cap.strip().upper() not in _ONEDNN_ISAS_WITHOUT_BF16
+
+
+def cpu_name() -> str:
+    """This machine's CPU model (``/proc/cpuinfo``'s model name on Linux, else ``platform.processor()``).
+
+    Training times and the speed-up of bf16 autocast depend on it: state it beside any time.
+    """
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model", "Hardware") and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
 
 # ---------------------------------------------------------------- the paper's two training-time operations
 
@@ -305,8 +367,9 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 500, device: 
 
     With ``ten_crop=size`` each image is scored by the softmax averaged over its 10 crops (4
     corners + centre, and their mirrors; §3), the paper's test-time protocol. ``device`` defaults
-    to where the model's weights are. Under torchrun each process scores 1/W of the images and
-    the sums are all-reduced.
+    to where the model's weights are; a device name evaluates in fp32 (the same numbers whatever
+    the CPU's bf16 units), a :class:`DevicePlan` under its autocast (as :func:`fit` validates).
+    Under torchrun each process scores 1/W of the images and the sums are all-reduced.
     """
     from .data import ten_crop as crops
 
@@ -316,7 +379,7 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 500, device: 
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if device is None:
         device = str(next(model.parameters()).device)
-    plan = device if isinstance(device, DevicePlan) else plan_device(device)
+    plan = device if isinstance(device, DevicePlan) else plan_device(device, precision="fp32")
     world = distributed.current() if world is None else world
     was_training = model.training
     model.eval()

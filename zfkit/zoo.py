@@ -55,7 +55,7 @@ from torch.utils.data import Dataset
 from . import data, models, profiles
 from .models import init_he
 from .checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint
-from .train import Recipe, evaluate, fit
+from .train import Recipe, cpu_name, evaluate, fit
 
 __all__ = ["load", "metrics", "checkpoints", "prepare", "Prepared", "cache_dir", "entry_dir", "NAMES", "PAPER_NAMES"]
 
@@ -409,7 +409,9 @@ def run_record(run: Prepared, history: list[dict], test: dict, minutes: float) -
     spec = getattr(run.model, "spec", None)
     return {"name": run.name, "profile": run.profile.name, "seed": run.recipe.seed,
             "about": ENTRIES[run.name].about if run.name in ENTRIES else run.name, "pixel_range": run.pixel_range,
-            "arch": spec.to_dict() if spec is not None else None, "recipe": asdict(run.recipe), "train_minutes": minutes, "test": {"accuracy": 1 - test["top1_err"], **test},
+            "arch": spec.to_dict() if spec is not None else None, "recipe": asdict(run.recipe),
+            "train_minutes": minutes, "cpu": cpu_name(), "threads": torch.get_num_threads(),
+            "test": {"accuracy": 1 - test["top1_err"], **test},
             "sizes": {"train": len(run.train), "val": len(run.val), "test": len(run.test)}, "history": history}
 
 
