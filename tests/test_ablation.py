@@ -42,8 +42,8 @@ def _row(name, train, test, parameters=100):
     return {"name": name, "train_top1": train, "test_top1": test, "parameters": parameters}
 
 
-def test_compare_derives_each_conclusions_difference():
-    table = ablation.Table([
+def _table() -> ablation.Table:
+    return ablation.Table([
         _row("alexnet-mini-short", 30, 35, 1000), _row("alexnet-mini-no-conv34", 31, 37),
         _row("alexnet-mini-no-fc67", 30, 34, 400), _row("alexnet-mini-no-conv34-fc67", 40, 45),
         _row("alexnet-mini-no-fc7", 30, 36), _row("alexnet-mini-fc-narrow", 30, 35.5),
@@ -51,6 +51,10 @@ def test_compare_derives_each_conclusions_difference():
         _row("zfnet-mini-fc-narrow", 30, 33), _row("zfnet-mini-fc-wide", 30, 31),
         _row("zfnet-mini-conv-wide", 20, 30), _row("zfnet-mini-conv-fc-wide", 10, 31),
     ])
+
+
+def test_compare_derives_each_conclusions_difference():
+    table = _table()
     c = ablation.compare(table)
     assert c.delta_vs_alexnet == {"alexnet-mini-no-conv34": 2, "alexnet-mini-no-fc67": -1,
                                   "alexnet-mini-no-conv34-fc67": 10, "alexnet-mini-no-fc7": 1}
@@ -66,3 +70,11 @@ def test_compare_derives_each_conclusions_difference():
     (5.0, False, True), (5.0, True, None), (1.0, False, None), (-5.0, False, False), (-5.0, True, None)])
 def test_judge_needs_two_noise_and_decides_neither_way_in_early_training(difference, early, verdict):
     assert ablation.judge(difference, noise=2.0, early_training=early) is verdict
+
+
+def test_compare_can_use_the_baselines_seed_means():
+    c = ablation.compare(_table(), baselines={"alexnet-mini-short": 36.0, "zfnet-mini-short": 33.0})
+    assert c.delta_vs_alexnet["alexnet-mini-no-conv34"] == 1  # 37 - 36, not 37 - 35
+    assert c.fc_width_deltas["zfnet-mini-fc-wide"] == -2
+    assert c.conv_wide_gain == 3
+    assert c.conv_fc_wide_vs_conv_wide == {"test": 1, "gap": 11}  # two variants: no baseline involved

@@ -77,26 +77,6 @@ def test_seen_says_which_way_the_difference_points():
     assert ablation.seen(1.0, 1.0).endswith("within 2 noise of no difference")
 
 
-def _row(name, train, test, parameters=100):
-    return {"name": name, "train_top1": train, "test_top1": test, "parameters": parameters}
-
-
-def test_compare_can_use_the_baselines_seed_means():
-    table = ablation.Table([
-        _row("alexnet-mini-short", 30, 35, 1000), _row("alexnet-mini-no-conv34", 31, 37),
-        _row("alexnet-mini-no-fc67", 30, 34, 400), _row("alexnet-mini-no-conv34-fc67", 40, 45),
-        _row("alexnet-mini-no-fc7", 30, 36), _row("alexnet-mini-fc-narrow", 30, 35.5),
-        _row("alexnet-mini-fc-wide", 30, 33), _row("zfnet-mini-short", 30, 32),
-        _row("zfnet-mini-fc-narrow", 30, 33), _row("zfnet-mini-fc-wide", 30, 31),
-        _row("zfnet-mini-conv-wide", 20, 30), _row("zfnet-mini-conv-fc-wide", 10, 31),
-    ])
-    c = ablation.compare(table, baselines={"alexnet-mini-short": 36.0, "zfnet-mini-short": 33.0})
-    assert c.delta_vs_alexnet["alexnet-mini-no-conv34"] == 1  # 37 - 36, not 37 - 35
-    assert c.fc_width_deltas["zfnet-mini-fc-wide"] == -2
-    assert c.conv_wide_gain == 3
-    assert c.conv_fc_wide_vs_conv_wide == {"test": 1, "gap": 11}  # two variants: no baseline involved
-
-
 # ---------------------------------------------------------------- ch. 2: Fig. 6a/c
 
 @pytest.mark.parametrize("unclipped, clipped, outcome", [
