@@ -36,6 +36,7 @@ def test_round_trip_restores_everything(tmp_path):
     ck = load_checkpoint(tmp_path / "ck")
     assert ck.epoch == 3 and ck.extra["history"][0]["loss"] == 0.5
     rebuilt = ck.build()
+    # exact: safetensors stores the bytes, so loading is a copy (no arithmetic)
     for (k, a), (_, b) in zip(model.state_dict().items(), rebuilt.state_dict().items()):
         assert torch.equal(a, b), k
     opt2 = torch.optim.SGD(rebuilt.parameters(), lr=0.1, momentum=0.9)

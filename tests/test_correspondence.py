@@ -35,7 +35,8 @@ def test_hand_computed_three_images():
     masks = torch.stack([TOP_ROW, TOP_ROW, LEFT_COL])
     r = correspondence(_Identity(), images, masks, ["conv1"])
     d = r.delta["conv1"]
-    # pairs (1,2): 1 of 4 signs differ; (1,3): 1 of 4; (2,3): none
+    # pairs (1,2): 1 of 4 signs differ; (1,3): 1 of 4; (2,3): none. Exact on any kernel: the 1x1
+    # convolution computes x * 1 + 0, which rounds nothing, and 1/4 is a binary fraction.
     assert d.pairs.tolist() == [0.25, 0.25, 0.0]
     assert d.mean == pytest.approx(1 / 6)
     assert d.std == pytest.approx(3 ** 0.5 / 12)
@@ -59,10 +60,18 @@ def test_identical_images_and_masks_give_zero():
     other = torch.zeros_like(masks)
     other[:, 2:10, 2:10] = True
     r = correspondence(model, images, masks, ["conv5", "fc7"], baseline_masks=torch.stack([masks, other]))
+    # The four copies are four rows of one batch, which oneDNN may compute with different kernels, so
+    # their ε agree only up to rounding: an entry of ε within rounding of 0 may change sign. Here the
+    # smallest non-zero |ε| is ~1e-5 of the layer's largest feature and at most 5 of the 512-768
+    # entries lie below 1e-4 of it: 0.01 (5-7 features) covers that, while two different masks on the
+    # same image give 0.25 (below). Zeros of ε from units dead on both sides stay exact (ReLU).
     for name in ("conv5", "fc7"):
-        assert r.delta[name].mean == 0 and r.delta[name].std == 0
+        assert r.delta[name].pairs.max() <= 0.01
         assert len(r.delta[name].pairs) == 6
-        assert r.baseline[name].mean == 0 and len(r.baseline[name].pairs) == 12
+        assert r.baseline[name].pairs.max() <= 0.01 and len(r.baseline[name].pairs) == 12
+    mixed = correspondence(model, images, torch.cat([masks[:2], other[:2]]), ["conv5", "fc7"])
+    for name in ("conv5", "fc7"):  # the same images with two different masks: far above the tolerance
+        assert mixed.delta[name].pairs[0] <= 0.01 and mixed.delta[name].pairs[1:5].min() > 0.1
 
 
 def test_baseline_with_the_part_masks_equals_the_part_row():
@@ -70,6 +79,7 @@ def test_baseline_with_the_part_masks_equals_the_part_row():
     images = torch.randn(3, 1, 2, 2)
     masks = torch.stack([TOP_ROW, LEFT_COL, TOP_ROW])
     r = correspondence(_Identity(), images, masks, ["conv1"], baseline_masks=masks)
+    # exact: both sides run the same inputs in the same batch shape, through x * 1 + 0 (no rounding)
     assert torch.equal(r.delta["conv1"].pairs, r.baseline["conv1"].pairs)
 
 

@@ -131,7 +131,7 @@ def test_digits_resized_and_labelled():
 def test_subset_is_deterministic_and_stratified():
     ds = data.TensorImages(torch.randn(100, 1, 4, 4), torch.arange(100) % 5, tuple("abcde"))
     a, b = data.subset(ds, 23, seed=3), data.subset(ds, 23, seed=3)
-    assert torch.equal(a.images, b.images) and len(a) == 23
+    assert torch.equal(a.images, b.images) and len(a) == 23  # exact: subsets copy pixels, no arithmetic
     assert sorted(torch.bincount(a.targets).tolist()) == [4, 4, 5, 5, 5]
     assert not torch.equal(data.subset(ds, 23, seed=4).images, a.images)
     with pytest.raises(ValueError, match="dataset of 100"):
@@ -141,7 +141,7 @@ def test_subset_is_deterministic_and_stratified():
 def test_ten_crop_corners_centre_and_flips():
     img = torch.arange(36.0).reshape(1, 1, 6, 6)
     crops = data.ten_crop(img, 4)
-    assert crops.shape == (1, 10, 1, 4, 4)
+    assert crops.shape == (1, 10, 1, 4, 4)  # crops and flips copy pixels: exact comparisons
     assert torch.equal(crops[0, 0, 0], img[0, 0, :4, :4])  # top-left
     assert torch.equal(crops[0, 4, 0], img[0, 0, 1:5, 1:5])  # centre
     flipped = img.flip(-1)
@@ -176,7 +176,7 @@ def test_keep_classes_relabels_in_the_order_given():
     dataset = data.TensorImages(images, torch.tensor([0, 1, 2, 0, 2, 1]), ("a", "b", "c"))
     kept = data.keep_classes(dataset, [2, 0])
     assert kept.classes == ("c", "a")
-    assert kept.images.flatten().tolist() == [0.0, 2.0, 3.0, 4.0]
+    assert kept.images.flatten().tolist() == [0.0, 2.0, 3.0, 4.0]  # exact: selected, not computed
     assert kept.targets.tolist() == [1, 0, 1, 0]
 
 

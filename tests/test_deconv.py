@@ -51,11 +51,15 @@ def test_projection_matches_autograd_oracle(case, mode, rule):
         out = Deconvnet(model, rule=rule).project(images, layer, channels=channels, mode=mode)
         assert out.shape == (2, 2, *images.shape[1:])
         index = resolve(model, layer).index
+        # A unit that is dead for an image projects to exactly 0 on both sides (ReLU), but the oracle
+        # runs one image and the engine two: a unit within rounding of 0 may be dead in only one of
+        # them. "Dead" is therefore below 1e-5 of the layer's largest projection (0 if all are dead).
+        dead = 1e-5 * out.abs().max()
         for b in range(2):
             for j, ch in enumerate(channels):
                 ref = autograd_projection(model, images[b], index, ch, mode, rule)
-                if ref.abs().max() == 0:
-                    assert out[b, j].abs().max() == 0
+                if ref.abs().max() <= dead:
+                    assert out[b, j].abs().max() <= dead
                 else:
                     assert _cosine(out[b, j], ref) >= 0.9999, (layer, b, ch)
 
@@ -109,6 +113,8 @@ def test_projection_is_zero_outside_the_receptive_field():
             top, left, bottom, right = rf.box(y, x_)
             mask = torch.ones(224, 224, dtype=torch.bool)
             mask[max(top, 0):bottom, max(left, 0):right] = False
+            # exact by construction: mode "max" walks only the unit's cone and pastes it into zeros, so
+            # pixels outside the field are never written (nor reached by any product)
             assert out[0, j][:, mask].abs().max() == 0
             assert (out[0, j].abs().max() > 0) == (acts[0, c].max() > 0)
 
@@ -136,6 +142,7 @@ def test_ties_go_to_the_first_unit_in_row_major_order():
     x = torch.zeros(1, 1, 4, 4)
     x[0, 0, 1, 2] = x[0, 0, 3, 0] = 5.0
     out = Deconvnet(stack).project(x, stack.features[0], mode="max")
+    # exact on any kernel: a 1x1 convolution with weight 1 and no bias computes 5 * 1, rounding nothing
     assert out[0, 0, 0, 1, 2] == 5.0 and out[0, 0, 0, 3, 0] == 0.0
 
 

@@ -13,6 +13,7 @@ def test_rms_and_dominance_closed_form():
     w = torch.zeros(4, 1, 2, 2)
     w[0] = 2.0  # rms 2
     w[1:] = 1.0  # rms 1
+    # exact on any kernel: squares, sums and square roots of these whole numbers round nothing
     assert filters.filter_rms(w).tolist() == [2.0, 1.0, 1.0, 1.0]
     assert filters.top_energy_share(w) == pytest.approx(4 / 7)
     assert filters.top_energy_share(torch.ones(5, 3, 3, 3)) == pytest.approx(1 / 5)

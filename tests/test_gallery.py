@@ -27,6 +27,8 @@ def test_panels_hold_the_top_images_their_projections_and_patches():
         assert torch.allclose(panel.projections.abs().sum((1, 2, 3)), full.abs().sum((1, 2, 3)), rtol=1e-5)
         assert torch.equal(panel.labels, ds.targets[panel.indices])
         y, x = divmod(int(acts[panel.indices[0], panel.channel].argmax()), acts.shape[-1])
+        # exact: topk scans the 40 images as one batch (batch_size 256), the very computation of acts
+        # above, so it finds the same argmax; the patch is then a copy of the image's pixels
         assert torch.equal(panel.patches[0], field.patch(ds.images[panel.indices[0]], y, x))
 
 

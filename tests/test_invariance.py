@@ -50,11 +50,16 @@ def test_the_identity_amount_gives_distance_zero_and_the_plain_probability(mini,
     r = invariance(model, images, labels, kind, [other, identity], ["conv1", "pool2", "fc7"])
     for name in ("conv1", "pool2", "fc7"):
         assert r.distance[name].shape == r.normalized[name].shape == (3, 2)
-        assert torch.all(r.distance[name][:, 1] == 0)
-        assert torch.all(r.distance[name][:, 0] > 0)
+        # Not exactly 0: the originals and their identity copies are different rows of one batch, and
+        # oneDNN may give rows of a GEMM different kernels (an AMD EPYC gave fc7 a distance of 2.6e-7).
+        # Relative to ||f(x)||, 1e-5 is ~100 float32 roundings; the real amounts move every layer by
+        # more than 0.05, 5,000 times as far, so an identity amount that moved the image would fail.
+        assert torch.all(r.normalized[name][:, 1] <= 1e-5)
+        assert torch.all(r.normalized[name][:, 0] > 0.05)
     with torch.no_grad():
         p = model(images).softmax(-1)[torch.arange(3), labels]
-    assert torch.allclose(r.prob[:, 1], p, atol=1e-6)
+    # another batch shape: probabilities (about 0.1 here) agree to float32 rounding, far inside 1e-6
+    assert torch.allclose(r.prob[:, 1], p, rtol=0, atol=1e-6)
     assert r.prob.shape == (3, 2) and r.kind == kind
 
 
@@ -82,14 +87,19 @@ def test_global_max_pool_is_invariant_to_translation_that_keeps_the_peak():
     images[0, 0, 3, 4] = 2.0
     images[0, 0, 4, 2] = 0.5
     r = invariance(_Tiny(global_max=True), images, [0], "translate", [-3, -1, 2, 4], ["conv1", "pool1"])
-    assert torch.all(r.distance["pool1"] == 0)
-    assert torch.all(r.distance["conv1"] > 0)
+    # The shifts are whole pixels, but torchvision resamples them through an affine grid computed in
+    # float32 (kernel-dependent rounding), so the peak may come back a rounding away from 2.0: pool1
+    # moves by at most 1e-5 of its norm (the peak), while conv1 moves by at least the 0.5 pixel.
+    assert torch.all(r.normalized["pool1"] <= 1e-5)
+    assert torch.all(r.distance["conv1"] >= 0.5)
 
 
 def test_scaling_shrinks_about_the_centre_and_pads_with_fill():
     image = torch.ones(1, 1, 8, 8)
     half = transform(image, "scale", 0.5, fill=-1.0)
-    assert torch.equal(half[0, 0, 2:6, 2:6], torch.ones(4, 4))
+    # antialiased resizing averages ones with float32 weights that sum to 1 only up to rounding
+    assert torch.allclose(half[0, 0, 2:6, 2:6], torch.ones(4, 4), rtol=0, atol=1e-6)
+    assert torch.all(half[0, 0, :2] == -1.0)  # the padding is the fill itself, copied: exact
     assert torch.isclose(half.sum(), torch.tensor(16.0 - 48.0))
     double = transform(image, "scale", 2.0)
     assert torch.allclose(double, image)
@@ -139,6 +149,7 @@ def _sweep(kind, amounts, distances):
 def test_magnitude_is_the_distance_from_the_identity():
     from zfkit.invariance import magnitude
 
+    # exact: abs, remainder and subtraction of whole numbers in float64 round nothing, on any kernel
     assert magnitude("translate", [-2, 0, 3]).tolist() == [2, 0, 3]
     assert magnitude("scale", [0.5, 1, 2]).tolist() == pytest.approx([0.6931, 0, 0.6931], abs=1e-4)
     assert magnitude("rotate", [0, 10, 350, 180, -90]).tolist() == [0, 10, 10, 180, 90]

@@ -73,6 +73,9 @@ def test_receptive_field_is_where_gradients_reach():
     channel = acts["a"][0].flatten(1).amax(1).argmax()
     y, x_ = divmod(int(acts["a"][0, channel].argmax()), acts["a"].shape[-1])
     acts["a"][0, channel, y, x_].backward()
+    # Exact zeros outside the field, on any kernel: the gradient starts from one unit, and a direct or
+    # GEMM convolution's backward (oneDNN or ATen's; one image rules out NNPACK, which needs 16) sums
+    # products with exact zeros there. A Winograd kernel could leave rounding noise; none runs here.
     ys, xs = (x.grad[0, 0].abs() > 0).nonzero(as_tuple=True)
     assert len(ys) > 0
     top, left, bottom, right = receptive_field(model, "conv3").box(y, x_)
@@ -227,6 +230,7 @@ def test_dropout_acts_on_the_units_of_fc6_and_fc7_as_in_the_paper():
     net(x)
     first = dict(seen)
     net(x)  # another dropout draw
+    # exact: the same input through the same layers in the same batch shape and process repeats bit for bit
     assert torch.equal(first["fc6_in"], seen["fc6_in"])  # pool5 is never dropped
     assert not torch.equal(first["fc8_in"], seen["fc8_in"])  # fc7's units are
     assert (seen["fc8_in"] == 0).float().mean() > 0.4

@@ -31,7 +31,8 @@ def _randomised(model, std=None):
 
 
 def full_recomputation(model, image, target, patch, stride, layer, channel, fill=0.0):
-    """activity, p(target), top class maps by occluding each position and running the whole model."""
+    """activity, p(target), top class maps by occluding each position and running the whole model,
+    and every class's probability (positions, classes)."""
     index = resolve(model, layer).index
     ys, xs = range(0, image.shape[-2] - patch + 1, stride), range(0, image.shape[-1] - patch + 1, stride)
     batch = image.repeat(len(ys) * len(xs), 1, 1, 1)
@@ -41,7 +42,7 @@ def full_recomputation(model, image, target, patch, stride, layer, channel, fill
         activity = model.features[: index + 1](batch.clone())[:, channel].sum((1, 2))
         p = model(batch).softmax(-1)
     shape = (len(ys), len(xs))
-    return activity.view(shape), p[:, target].view(shape), p.argmax(-1).view(shape)
+    return activity.view(shape), p[:, target].view(shape), p.argmax(-1).view(shape), p
 
 
 @cache
@@ -66,13 +67,16 @@ def test_incremental_equals_full_recomputation(name):
     image = torch.randn(model.features[0].in_channels, size, size)
     fill = 0.5 if name == "zfnet_mini" else 0.0
     r = occlusion(model, image, 3, patch, stride, layer=layer, fill=fill)
-    activity, prob, top = full_recomputation(model, image, 3, patch, stride, layer, r.channel, fill)
+    activity, prob, top, every = full_recomputation(model, image, 3, patch, stride, layer, r.channel, fill)
     assert r.activity.shape == r.prob.shape == r.top_class.shape == (len(r.ys), len(r.xs))
     assert r.ys.tolist() == list(range(0, size - patch + 1, stride))
     # 1e-5 absolute; activities of a few hundred are compared relative to their scale (float32 spacing there is 3e-5)
     assert (r.activity - activity).abs().max() <= 1e-5 * max(1.0, activity.abs().max())
     assert (r.prob - prob).abs().max() <= 1e-5
-    assert torch.equal(r.top_class, top)
+    # The top class is an argmax over floats that the two computations round differently: where they
+    # disagree, the two classes must tie to the same 1e-5 in the full recomputation's probabilities.
+    differ = (r.top_class != top).flatten().nonzero().flatten()
+    assert torch.all(every[differ, top.flatten()[differ]] - every[differ, r.top_class.flatten()[differ]] <= 1e-5)
     assert r.macs < r.full_macs
 
 
@@ -88,7 +92,7 @@ def test_strongest_map_and_its_projection():
     assert r.base_activity == pytest.approx(float(acts[r.channel].sum()), rel=1e-6)
     assert r.base_prob == pytest.approx(float(p), rel=1e-6)
     expected = Deconvnet(model).project(image[None], "conv5", channels=[r.channel], mode="max")[0, 0]
-    assert torch.equal(r.projection, expected)
+    assert torch.equal(r.projection, expected)  # exact: occlusion makes this very call (same shapes, same process)
     assert r.projection.shape == image.shape
 
 
@@ -119,6 +123,7 @@ def test_a_cap_of_the_whole_map_is_exact():
     image = torch.randn(1, 32, 32)
     exact = occlusion(model, image, 0, 8, 8)
     whole = occlusion(model, image, 0, 8, 8, approximate=1.0)
+    # exact: a cap of 1.0 trims no window, so both runs make the same kernel calls on the same shapes
     assert whole.macs == exact.macs and torch.equal(whole.prob, exact.prob)
 
 
@@ -171,7 +176,7 @@ def test_property_incremental_equals_full_on_random_stacks(blocks, height, width
     image = torch.randn(2, height, width, dtype=torch.float64)
     layer = features[-1]
     r = occlusion(model, image, 1, patch, stride, layer=layer, fill=fill, batch_size=7)
-    activity, prob, top = full_recomputation(model, image, 1, patch, stride, layer, r.channel, fill)
+    activity, prob, *_ = full_recomputation(model, image, 1, patch, stride, layer, r.channel, fill)
     assert torch.allclose(r.activity, activity, atol=1e-9, rtol=1e-9)
     assert torch.allclose(r.prob, prob, atol=1e-12, rtol=1e-9)
 
@@ -229,6 +234,7 @@ def test_covered_sums_the_weights_under_each_square():
     from zfkit.occlusion import covered
 
     r = _sweep_result(torch.zeros(16), torch.zeros(16))  # 5x5 image, 2x2 patch: 4x4 positions
+    # exact on any kernel: sums of a few ones and zeros are whole numbers, which float32 holds exactly
     assert torch.equal(covered(r, torch.ones(5, 5)), torch.full((4, 4), 4.0))
     dot = torch.zeros(5, 5)
     dot[2, 3] = 1.0  # covered by squares with top-left rows 1-2, columns 2-3

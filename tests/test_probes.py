@@ -27,6 +27,12 @@ def model():
     return net.eval()
 
 
+def _close_at_scale(actual, expected, rel=1e-5) -> bool:
+    """Equal up to ``rel`` of the largest magnitude in ``expected``: float32 results of one layer
+    computed in different batch shapes differ by a few roundings of the layer's scale."""
+    return bool(np.abs(actual - expected).max() <= rel * np.abs(expected).max())
+
+
 def brightness(per_class, offsets=(-1.0, 0.0, 1.0), noise=0.2, seed=0, labels=None):
     """Classes that differ only by a constant brightness offset: linearly separable in pixel space."""
     g = torch.Generator().manual_seed(seed)
@@ -72,15 +78,19 @@ def test_features_shapes_pooling_and_frozen_mode(model):
     assert features(model, ds, "conv1", grid=None).shape == (12, 8 * 32 * 32)
     assert features(model, ds, "pool5").shape == (12, 24 * 2 * 2)  # already smaller than the grid
     expected = nn.functional.adaptive_max_pool2d(layer_activations(model.eval(), ds.images, "conv2"), 4).flatten(1)
-    assert np.allclose(features(model, ds, "conv2", batch_size=5), expected.numpy(), atol=1e-6)
+    # Batches of 5 and of 12 may run on different kernels: their rounding differs by a few float32
+    # ulps of the layer's scale (not of each value: small features come out of cancellation), so
+    # the tolerance is 1e-5 of the largest feature (~2.9 here), 80 ulps there.
+    assert _close_at_scale(features(model, ds, "conv2", batch_size=5), expected.numpy())
     model.train()  # dropout would make fc7 random: features() must switch it off and restore the mode
     try:
         first, second = features(model, ds, "fc7"), features(model, ds, "fc7", batch_size=5)
         assert model.training
     finally:
         model.eval()
-    assert first.shape == (12, 512) and np.allclose(first, second, atol=1e-6)
+    assert first.shape == (12, 512) and _close_at_scale(first, second)  # batches of 12 and 5, as above
     generic = TensorDataset(ds.images, ds.targets)  # any map-style dataset of (image, label)
+    # exact: the same pixels in the same batches through the same layers, in one process
     assert np.array_equal(features(model, generic, "conv3"), features(model, ds, "conv3"))
 
 
@@ -131,6 +141,7 @@ def test_few_shot_curve_is_deterministic_and_tests_on_the_rest(model):
     ds = brightness(10, noise=1.0)
     run = lambda seed: few_shot_curve(model, ds, shots=[2, 4], folds=2, layer="fc6", seed=seed, progress=False)  # noqa: E731
     a, b, c = run(0), run(0), run(1)
+    # exact: two identical runs in one process and thread count repeat bit for bit (DESIGN: Deterministic)
     assert np.array_equal(a.pretrained, b.pretrained) and a.scratch is None
     assert all(np.array_equal(x, y) for s, t in zip(a.splits, b.splits) for f, g in zip(s, t) for x, y in zip(f, g))
     assert not np.array_equal(a.splits[0][0][0], c.splits[0][0][0])  # another seed draws other images
@@ -147,6 +158,7 @@ def test_train_scratch_is_seeded_and_leaves_the_model_alone(model):
     b = train_scratch(model.spec, ds.images, ds.targets, seed=7, steps=1)
     c = train_scratch(model.spec, ds.images, ds.targets, seed=8, steps=0)
     assert a.spec.num_classes == 3 and not a.training
+    # exact: the same seed, data and thread count in one process repeat training bit for bit
     assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
     assert not torch.equal(a.state_dict()["features.conv1.weight"], c.state_dict()["features.conv1.weight"])
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -69,4 +69,5 @@ def test_topk_equals_brute_force(stack, k, batch_size):
     result = topk(model, data, model.features[-1], k=k, batch_size=batch_size, progress=False)
     per_image = acts.flatten(2).amax(2)  # (N, C)
     expected = per_image.sort(dim=0, descending=True, stable=True).values[:k].T
-    assert torch.allclose(result.values, expected, atol=1e-6)
+    # other batch sizes, other kernels: rounding of a few ulps of the stack's scale
+    assert torch.allclose(result.values, expected, rtol=1e-5, atol=1e-5 * float(per_image.abs().max()))

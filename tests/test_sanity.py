@@ -22,7 +22,7 @@ def mini(one_thread):
 
 
 def _changed(a: nn.Module, b: nn.Module) -> set[str]:
-    """Weight layers of two models whose weight or bias differ."""
+    """Weight layers of two models whose weight or bias differ (exactly: copied or seeded weights, no arithmetic)."""
     la, lb = sanity.weight_layers(a), sanity.weight_layers(b)
     return {n for n in la if not (torch.equal(la[n].weight, lb[n].weight) and torch.equal(la[n].bias, lb[n].bias))}
 
@@ -82,10 +82,11 @@ def test_mass_inside_and_edges():
     p[1, 0, 1, 1] = 2.0
     mask = torch.zeros(2, 4, 4, dtype=torch.bool)
     mask[:, :2, :2] = True
-    assert sanity.mass_inside(p, mask).tolist() == [0.75, 1.0]
+    assert sanity.mass_inside(p, mask).tolist() == [0.75, 1.0]  # exact: 3 / 4 and 2 / 2 of whole numbers
     step = torch.zeros(1, 1, 8, 8)
     step[..., 4:] = 1.0
     e = sanity.edges(step)[0, 0]
+    # exact zeros: Sobel (float64 numpy) sums whole-number multiples of 0 or 1 on the flat parts
     assert e[:, 3:5].min() > 0 and e[:, :2].abs().max() == 0 and e[:, 6:].abs().max() == 0  # only at the edge
 
 
@@ -224,7 +225,7 @@ def test_relative_change_is_zero_for_a_copy_and_one_for_a_sign_flip(mini):
     with torch.no_grad():
         flipped.features.conv2.weight.neg_()
     change = sanity.relative_change(mini, flipped)
-    assert change["conv2"] == pytest.approx(2.0) and change["conv1"] == 0.0
+    assert change["conv2"] == pytest.approx(2.0) and change["conv1"] == 0.0  # exact: conv1 is a copy
 
 
 def test_figures_have_one_axes_per_panel(mini):
@@ -246,6 +247,7 @@ def test_figures_have_one_axes_per_panel(mini):
 def test_units_may_be_one_int_a_list_or_an_array(mini):
     x = torch.randn(2, 1, 32, 32)
     one = sanity.project(mini, x, "fc8", 3, "gradient")
+    # exact: every form becomes the same unit tensor, then the same kernel calls on the same shapes
     assert torch.equal(one, sanity.project(mini, x, "fc8", [3, 3], "gradient"))
     assert torch.equal(one, sanity.project(mini, x, "fc8", np.array([3, 3]), "gradient"))
     assert torch.equal(one, sanity.project(mini, x, "fc8", torch.tensor(3), "gradient"))

@@ -24,14 +24,17 @@ def test_topk_equals_brute_force(setup, layer, batch_size):
     if acts.dim() == 2:
         acts = acts[:, :, None, None]
     per_image = acts.flatten(2).amax(2)  # (N, C)
+    # Batch sizes change the kernels and so the rounding: compare values, not near-tied orders, to
+    # 1e-5 of each value plus 1e-5 of the layer's largest (rounding scales with the layer, not with
+    # each small value; a few float32 ulps there). A wrong image or location is off by far more.
+    atol = 1e-5 * float(per_image.abs().max())
     for c in range(acts.shape[1]):
         expected = sorted(range(len(ds)), key=lambda i: (-per_image[i, c].item(), i))[:9]
-        # batch sizes change float rounding in the last bit, so compare values, not near-tied orders
-        assert torch.allclose(result.values[c], per_image[expected, c], rtol=1e-5, atol=1e-6)
-        assert torch.allclose(per_image[result.indices[c], c], result.values[c], rtol=1e-5, atol=1e-6)
+        assert torch.allclose(result.values[c], per_image[expected, c], rtol=1e-5, atol=atol)
+        assert torch.allclose(per_image[result.indices[c], c], result.values[c], rtol=1e-5, atol=atol)
         for j, i in enumerate(result.indices[c].tolist()):  # the recorded location holds the value
-            assert torch.isclose(acts[i, c, result.ys[c, j], result.xs[c, j]], result.values[c, j], rtol=1e-5, atol=1e-6)
-    if batch_size == 256:  # one batch: identical arithmetic, so the order itself must match
+            assert torch.isclose(acts[i, c, result.ys[c, j], result.xs[c, j]], result.values[c, j], rtol=1e-5, atol=atol)
+    if batch_size == 256:  # one batch of all 70 images, as acts: the same kernel calls, so the order itself must match
         assert all(result.indices[c].tolist() == sorted(range(len(ds)), key=lambda i: (-per_image[i, c].item(), i))[:9]
                    for c in range(acts.shape[1]))
 

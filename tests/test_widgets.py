@@ -71,7 +71,7 @@ def test_render_draws_the_box_and_the_patch(explorer, photo):
     assert box.get_xy() == (46.5, 46.5) and box.get_width() == box.get_height() == 139
     patch = fig.axes[1].images[0].get_array()
     assert patch.shape == (139, 139, 3)
-    assert torch.equal(explorer.patch, photo[:, 47:186, 47:186])
+    assert torch.equal(explorer.patch, photo[:, 47:186, 47:186])  # exact: the patch is a crop (a copy)
 
 
 def test_moving_the_unit_moves_the_box_by_the_jump(explorer):
@@ -101,7 +101,7 @@ def test_a_field_past_the_border_is_drawn_whole_with_grey_padding(explorer):
     top, left, bottom, right = explorer.box
     assert left == 20 - 69 < 0
     assert explorer.figure.axes[0].get_xlim()[0] <= left - 0.5
-    assert torch.all(explorer.patch[:, :, : -left] == 0.5)
+    assert torch.all(explorer.patch[:, :, : -left] == 0.5)  # exact: the padding is the grey value itself
 
 
 def test_layer_choices_are_the_convolutions_and_poolings(explorer):

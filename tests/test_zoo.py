@@ -33,6 +33,8 @@ def trained(cache):
 
 
 def _same(a, b):
+    """Bitwise-equal weights. Guaranteed where used: a cache load is a copy of the stored bytes, and a
+    retraining repeats the first one in the same process, thread count (one_thread) and batch shapes."""
     return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
