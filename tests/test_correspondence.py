@@ -229,3 +229,19 @@ def test_part_summary_pools_cases_and_relative_gaps():
         part_summary(tables, "fc7")
     with pytest.raises(ValueError, match="at least one"):
         part_summary([], "conv5")
+
+
+def test_a_rounding_sized_difference_counts_as_no_change():
+    """ε within ROUNDING of the layer's largest feature is the kernel's, not the image's: it has no sign."""
+    from zfkit.correspondence import ROUNDING
+
+    tiny = 0.1 * ROUNDING * 4.0  # far below the floor for a layer whose largest feature is 4
+    # masked top-left pixels differ by +tiny and -tiny from the fill (0): opposite signs of rounding size
+    images = torch.tensor([[[tiny, 4.0], [1.0, 1.0]], [[-tiny, 4.0], [1.0, 1.0]]])[:, None]
+    only_corner = torch.tensor([[True, False], [False, False]])
+    r = correspondence(_Identity(), images, torch.stack([only_corner, only_corner]), ["conv1"])
+    assert r.delta["conv1"].pairs.tolist() == [0.0]
+    big = torch.tensor([[[1.0, 4.0], [1.0, 1.0]], [[2.0, 4.0], [1.0, 1.0]]])[:, None]
+    assert correspondence(_Identity(), big, torch.stack([only_corner, only_corner]), ["conv1"]).delta["conv1"].pairs.tolist() == [0.0]
+    opposite = torch.tensor([[[1.0, 4.0], [1.0, 1.0]], [[-1.0, 4.0], [1.0, 1.0]]])[:, None]  # relu: +1 vs 0
+    assert correspondence(_Identity(), opposite, torch.stack([only_corner, only_corner]), ["conv1"]).delta["conv1"].pairs.tolist() == [0.25]

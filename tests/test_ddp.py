@@ -138,7 +138,13 @@ def test_topk_shards_across_ranks_and_merges_to_the_single_process_result(tmp_pa
     torchrun(str(tmp_path / "worker.py"), str(tmp_path / "topk.safetensors"))
     merged = load_file(tmp_path / "topk.safetensors")
     model, data = topk_case()
-    single = topk(model, data, "conv3", k=5, batch_size=8, progress=False)
-    assert torch.allclose(merged["values"], single.values, atol=1e-6)
-    assert torch.equal(merged["indices"], single.indices)
-    assert torch.equal(merged["ys"], single.ys) and torch.equal(merged["xs"], single.xs)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as torchrun's workers; the batches still differ (shards), so rounding may too
+    try:
+        single = topk(model, data, "conv3", k=5, batch_size=8, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.allclose(merged["values"], single.values, rtol=1e-5, atol=1e-6)
+    same = (merged["indices"] == single.indices) & (merged["ys"] == single.ys) & (merged["xs"] == single.xs)
+    near_tie = (merged["values"] - single.values).abs() <= 1e-5 * single.values.abs().max()
+    assert same.float().mean() > 0.9 and torch.all(same | near_tie), "only near-ties may swap places"

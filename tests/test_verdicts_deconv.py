@@ -115,7 +115,7 @@ def test_topk_layers_equals_topk_layer_by_layer():
     layers = ("conv1", "conv3", "conv5", "pool2")
     scans = topk_layers(model, ds, layers, k=4, batch_size=8, progress=False)
     assert list(scans) == list(layers)
-    for layer in layers:
+    for layer in layers:  # equal bit for bit: the same modules on the same batches, in one process and thread count
         single = topk(model, ds, layer, k=4, batch_size=8, progress=False)
         for field in ("values", "indices", "ys", "xs"):
             assert torch.equal(getattr(scans[layer], field), getattr(single, field)), (layer, field)
@@ -145,7 +145,7 @@ def test_evolutions_match_evolution_and_head_keeps_the_first_maps():
     snapshots = {1: a, 3: b}
     both = evolutions(snapshots, ds, {"conv2": [0, 3, 5], "conv5": [1]})
     assert [e.layer for e in both] == ["conv2", "conv5"]
-    for evo in both:
+    for evo in both:  # equal bit for bit: the same snapshots run on the same batches in this process
         alone = evolution(snapshots, ds, evo.layer, evo.channels)
         assert torch.equal(evo.indices, alone.indices) and torch.equal(evo.projections, alone.projections)
     head = both[0].head(2)

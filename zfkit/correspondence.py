@@ -83,18 +83,26 @@ def correspondence(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, 
     return CorrespondenceResult(names, delta, baseline)
 
 
+#: Relative size below which a feature difference is rounding, not a change (float32 eps is 1.2e-7).
+ROUNDING = 1e-6
+
+
 def _delta(model, images, draws: torch.Tensor, layers, fill: float) -> dict[str, Delta]:
     """Δ per layer for masks ``draws`` (R, N, H, W), pairs pooled over the R draws.
 
-    One forward pass holds the originals and every masked copy: fewer, larger batches, and the
-    features a mask cannot reach are computed the same way on both sides, so their ε is exactly 0.
+    One forward pass holds the originals and every masked copy, in fewer, larger batches. The
+    features a mask cannot reach come out equal on both sides only up to rounding (rows of one
+    batch may meet different kernels), so an ε within ``ROUNDING`` of the layer's largest feature
+    counts as 0: its sign would be the kernel's, not the image's, and could flip on another CPU.
     """
     n = len(images)
     masked = torch.where(draws[:, :, None], torch.as_tensor(fill, dtype=images.dtype), images)  # (R, N, C, H, W)
     feats, _ = capture(model, torch.cat([images, masked.flatten(0, 1)]), layers)
     out = {}
     for name, f in feats.items():
-        p = torch.cat([sign_disagreement(f[:n] - f[n * (r + 1):n * (r + 2)]) for r in range(len(draws))])
+        floor = ROUNDING * float(f.abs().max())
+        eps = [f[:n] - f[n * (r + 1):n * (r + 2)] for r in range(len(draws))]
+        p = torch.cat([sign_disagreement(torch.where(e.abs() <= floor, 0.0, e)) for e in eps])
         out[name] = Delta(p, float(p.mean()), float(p.std()) if len(p) > 1 else 0.0)
     return out
 

@@ -119,7 +119,8 @@ def invariance(model: nn.Module, images: torch.Tensor, labels, kind: str, amount
     prob = []
     for start in range(0, n, per_chunk):
         x, y = images[start:start + per_chunk], labels[start:start + per_chunk]
-        # originals first, then each amount, in one forward pass: amount 0 reproduces them exactly
+        # originals first, then each amount, in one forward pass; amount 0 reproduces them up to rounding
+        # (rows of one batch may meet different kernels), never a result to compare with ==
         batch = torch.cat([x] + [transform(x, kind, a, fill) for a in amounts.tolist()])
         feats, logits = capture(model, batch, layers)
         if not 0 <= int(labels.min()) <= int(labels.max()) < logits.shape[1]:
