@@ -26,8 +26,6 @@ import numpy as np
 __all__ = ["K", "exceeds", "below", "equals", "all_of", "when", "mean_difference_noise",
            "standard_error", "bootstrap_noise", "share_noise"]
 
-Outcome = bool | None  # what every rule returns; annotate public signatures as ``bool | None`` (Sphinx resolves it)
-
 #: Noise multiples an effect must clear: about a 95 % two-sided interval for a normal estimate.
 K = 2.0
 
