@@ -26,7 +26,7 @@ import numpy as np
 __all__ = ["K", "exceeds", "below", "equals", "all_of", "when", "mean_difference_noise",
            "standard_error", "bootstrap_noise", "share_noise"]
 
-#: Noise multiples an effect must clear: about a 95 % two-sided interval for a normal estimate.
+#: Noise multiples an effect must clear (about a 95 % two-sided interval for a normal estimate).
 K = 2.0
 
 def _noise(noise: float) -> float:
