@@ -201,11 +201,13 @@ def early_training(short_errors: Sequence[float], converged: float, limit: float
         raise ValueError(f"converged must be a positive error, got {converged!r}")
     ratio = float(np.mean(short_errors)) / converged
     noise = verdicts.standard_error(short_errors) / converged
-    return {"ratio": ratio, "noise": noise, "early": verdicts.exceeds(ratio, limit, noise)}
+    k = verdicts.k_for(len(short_errors))
+    return {"ratio": ratio, "noise": noise, "early": verdicts.exceeds(ratio, limit, noise, k)}
 
 
-def judge(difference: float, noise: float, early_training: bool | None) -> bool | None:
-    """A verdict on a Table 3 claim that predicts ``difference`` > 0, decided beyond two ``noise``.
+def judge(difference: float, noise: float, early_training: bool | None, k: float = verdicts.K) -> bool | None:
+    """A verdict on a Table 3 claim that predicts ``difference`` > 0, decided beyond ``k`` ``noise``
+    (:func:`zfkit.verdicts.k_for` of the seeds the noise comes from).
 
     Table 3's conclusions are about what each architecture *can reach*: its rows were trained to
     convergence. Rows still in early training (``early_training`` True, or None when that is
@@ -216,15 +218,15 @@ def judge(difference: float, noise: float, early_training: bool | None) -> bool 
     False), the difference decides both ways (:func:`zfkit.verdicts.exceeds`). What was seen goes
     in the verdict's note (:func:`seen`).
     """
-    return verdicts.when(early_training is False, verdicts.exceeds(difference, 0, noise))
+    return verdicts.when(early_training is False, verdicts.exceeds(difference, 0, noise, k))
 
 
 def judge_small(differences: Sequence[float], tolerance: float | Sequence[float], noise: float | Sequence[float],
-                early_training: bool | None) -> bool | None:
+                early_training: bool | None, k: float = verdicts.K) -> bool | None:
     """A verdict on "these changes make little difference": every ``|difference|`` below ``tolerance``.
 
-    Reproduced when each lies below its ``tolerance`` by two of its ``noise`` (each one value, or
-    one per difference), not reproduced when any lies above it by two; gated by
+    Reproduced when each lies below its ``tolerance`` by ``k`` of its ``noise`` (each one value, or
+    one per difference), not reproduced when any lies above it by ``k``; gated by
     ``early_training`` as :func:`judge` is.
     """
     differences = list(differences)
@@ -233,14 +235,14 @@ def judge_small(differences: Sequence[float], tolerance: float | Sequence[float]
     if not len(tolerances) == len(noises) == len(differences):
         raise ValueError(f"need one tolerance and one noise per difference, got {len(tolerances)} and {len(noises)} "
                          f"for {len(differences)}")
-    parts = (verdicts.below(abs(d), t, n) for d, t, n in zip(differences, tolerances, noises))
+    parts = (verdicts.below(abs(d), t, n, k) for d, t, n in zip(differences, tolerances, noises))
     return verdicts.when(early_training is False, verdicts.all_of(*parts))
 
 
-def seen(difference: float, noise: float, unit: str = "points") -> str:
+def seen(difference: float, noise: float, unit: str = "points", k: float = verdicts.K) -> str:
     """What a measured ``difference`` says on its own, for a verdict's note: its value, its noise and
-    whether it clears two noise in the claim's direction (``difference`` > 0), against it, or neither."""
-    outcome = verdicts.exceeds(difference, 0, noise)
-    where = {True: "beyond 2 noise for the claim", False: "beyond 2 noise against the claim",
-             None: "within 2 noise of no difference"}[outcome]
+    whether it clears ``k`` noise in the claim's direction (``difference`` > 0), against it, or neither."""
+    outcome = verdicts.exceeds(difference, 0, noise, k)
+    where = {True: f"beyond {k:.3g} noise for the claim", False: f"beyond {k:.3g} noise against the claim",
+             None: f"within {k:.3g} noise of no difference"}[outcome]
     return f"seen {difference:+.1f} ± {noise:.1f} {unit}, {where}"

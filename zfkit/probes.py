@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from .layers import resolve
 from .models import ArchSpec, ConvNet, build, init_he
 from .topk import layer_activations
-from .verdicts import all_of, below, exceeds
+from .verdicts import K, all_of, below, exceeds, k_for
 
 __all__ = ["ProbeResult", "FewShotCurve", "features", "linear_probe", "layer_probes", "few_shot_curve",
            "train_scratch", "CLASSIFIERS", "fold_margins", "LayerTrend", "layer_trend"]
@@ -370,18 +370,19 @@ class LayerTrend:
     slope_noise: float
     steps: np.ndarray  # mean accuracy of each layer minus the one below
     step_noise: np.ndarray
+    k: float = K  # noise multiple: Student's t for the number of folds (verdicts.k_for)
 
     @property
     def falls(self) -> int:
-        """Steps down by more than ``verdicts.K`` times their noise."""
-        return sum(below(s, 0, n) is True for s, n in zip(self.steps, self.step_noise))
+        """Steps down by more than ``k`` times their noise."""
+        return sum(below(s, 0, n, self.k) is True for s, n in zip(self.steps, self.step_noise))
 
     def rises_steadily(self) -> bool | None:
         """Table 7's "accuracy rises steadily as one ascends": the trend is up beyond its noise and no
         step falls beyond its noise (reproduced); the trend is down or a step falls beyond its
         noise (not reproduced); otherwise inconclusive."""
-        return all_of(exceeds(self.slope, 0, self.slope_noise), *(False if below(s, 0, n) else True
-                                                                   for s, n in zip(self.steps, self.step_noise)))
+        return all_of(exceeds(self.slope, 0, self.slope_noise, self.k),
+                      *(False if below(s, 0, n, self.k) else True for s, n in zip(self.steps, self.step_noise)))
 
 
 def layer_trend(rows: Sequence[dict], classifier: str, folds: int) -> LayerTrend:
@@ -399,4 +400,5 @@ def layer_trend(rows: Sequence[dict], classifier: str, folds: int) -> LayerTrend
     x = np.arange(len(picked), dtype=float)
     weights = (x - x.mean()) / ((x - x.mean()) ** 2).sum()  # slope = weights @ means
     return LayerTrend(tuple(r["layer"] for r in picked), means, float(weights @ means),
-                      float(np.sqrt((weights ** 2 * se ** 2).sum())), np.diff(means), np.hypot(se[1:], se[:-1]))
+                      float(np.sqrt((weights ** 2 * se ** 2).sum())), np.diff(means), np.hypot(se[1:], se[:-1]),
+                      k_for(folds))
