@@ -78,3 +78,14 @@ def test_compare_can_use_the_baselines_seed_means():
     assert c.fc_width_deltas["zfnet-mini-fc-wide"] == -2
     assert c.conv_wide_gain == 3
     assert c.conv_fc_wide_vs_conv_wide == {"test": 1, "gap": 11}  # two variants: no baseline involved
+
+
+def test_yardsticks_from_the_seed_spreads():
+    spread = {"alexnet-mini-short": {"seeds": [0, 1, 2, 3, 4], "std": 2.0},
+              "zfnet-mini-short": {"seeds": [0, 1, 2, 3, 4], "std": 1.0, "gap_std": 0.5}}
+    sticks = ablation.yardsticks(spread, {"alexnet-mini-short": 40.0, "zfnet-mini-short": 20.0})
+    assert sticks["k"] == pytest.approx(2.776, abs=1e-3)  # Student's t for 5 seeds
+    assert sticks["vs_mean"]["alexnet"] == pytest.approx(2.0 * (1 + 1 / 5) ** 0.5)
+    assert sticks["between"]["zfnet"] == pytest.approx(2 ** 0.5)
+    assert sticks["slight"] == {"alexnet": pytest.approx(6.0), "zfnet": pytest.approx(3.0)}  # 15 % of the error
+    assert sticks["gap_noise"] == pytest.approx(0.5 * 2 ** 0.5)

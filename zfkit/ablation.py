@@ -26,7 +26,7 @@ from . import verdicts, zoo
 from .train import evaluate
 
 __all__ = ["Row", "ROWS", "Table", "measure", "seed_spread", "SEEDS", "Comparisons", "compare", "convergence",
-           "difference_noise", "early_training", "judge", "judge_small", "seen", "SMALL", "EARLY"]
+           "difference_noise", "yardsticks", "early_training", "judge", "judge_small", "seen", "SMALL", "EARLY"]
 
 #: A change of under 15 % of the baseline's error "makes little difference". Table 3's own words
 #: set the scale: +4.3 and +4.9 points on 40.5 (11-12 %) are "slight" / "relatively small", +30.8
@@ -187,6 +187,25 @@ def difference_noise(std: float, baseline_seeds: int | None = None) -> float:
     if baseline_seeds < 1:
         raise ValueError(f"baseline_seeds must be a positive count, got {baseline_seeds!r}")
     return std * math.sqrt(1 + 1 / baseline_seeds)
+
+
+def yardsticks(spread: Mapping[str, dict], baselines: Mapping[str, float]) -> dict:
+    """The noises and limits Table 3's verdicts are judged by, from the baselines' seed spreads.
+
+    ``spread`` maps ``"alexnet-mini-short"`` / ``"zfnet-mini-short"`` to :func:`seed_spread` (the
+    ZFNet-mini one with ``train=True``), ``baselines`` the same names to their seed-mean errors.
+    Per architecture (``"alexnet"``, ``"zfnet"``): ``vs_mean``, the noise of a row minus its
+    baseline's seed mean; ``between``, of two single rows; ``slight``, the "little difference" limit.
+    Also ``gap_noise`` (train/test gap of two single rows) and ``k``, Student's t for the seeds.
+    """
+    archs = ("alexnet", "zfnet")
+    seeds = len(spread["zfnet-mini-short"]["seeds"])
+    std = {arch: spread[f"{arch}-mini-short"]["std"] for arch in archs}
+    return {"k": verdicts.k_for(seeds),
+            "vs_mean": {arch: difference_noise(s, seeds) for arch, s in std.items()},
+            "between": {arch: difference_noise(s) for arch, s in std.items()},
+            "slight": {arch: SMALL * baselines[f"{arch}-mini-short"] for arch in archs},
+            "gap_noise": difference_noise(spread["zfnet-mini-short"]["gap_std"])}
 
 
 def early_training(short_errors: Sequence[float], converged: float, limit: float = EARLY) -> dict:
