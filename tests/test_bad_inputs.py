@@ -204,13 +204,17 @@ BAD_CALLS = [
 
     # layer names and models
     pytest.param(lambda c: Deconvnet(c.model).project(c.images, "conv6"), ValueError,
-                 "unknown layer 'conv6'; this model's layers are: conv1, relu1", id="unknown-layer"),
+                 "unknown layer 'conv6' in ConvNet; close matches: conv5, conv4", id="unknown-layer"),
     pytest.param(lambda c: receptive_field(c.model, "conv6"), ValueError, "unknown layer 'conv6'",
                  id="unknown-layer-receptive-field"),
     pytest.param(lambda c: resolve(c.model, nn.ReLU()), ValueError,
                  "is not a direct child of model.features or model.classifier", id="layer-module-not-in-model"),
-    pytest.param(lambda c: Deconvnet(nn.Linear(4, 2)), ValueError, "has no nn.Sequential 'features'",
-                 id="model-without-features"),
+    pytest.param(lambda c: Deconvnet(_Untraceable()), ValueError, "zfkit cannot trace _Untraceable with torch.fx",
+                 id="model-untraceable"),
+    pytest.param(lambda c: Deconvnet(nn.Sequential(nn.Conv2d(1, 2, 3), nn.SiLU())).project(c.images, "1"), ValueError,
+                 "Deconvnet cannot reverse SiLU module '1' in '1': it has no agreed deconvnet rule", id="deconv-unsupported-op"),
+    pytest.param(lambda c: Deconvnet(c.model).project(c.images.double(), "conv1"), ValueError,
+                 "images are float64 on cpu but the model's weights are float32 on cpu", id="images-dtype-differs"),
     pytest.param(lambda c: models.zfnet_mini(width=0), ValueError, "width must be a positive number, got 0",
                  id="model-width-zero"),
     pytest.param(lambda c: models.variant(c.model, remove="conv2"), ValueError,
@@ -231,7 +235,7 @@ BAD_CALLS = [
     pytest.param(lambda c: Deconvnet(c.model, rule="lrp"), ValueError,
                  "unknown rule 'lrp'; choose one of deconvnet, guided, gradient", id="deconv-unknown-rule"),
     pytest.param(lambda c: Deconvnet(c.model).project(c.images, "fc6"), ValueError,
-                 "layer 'fc6' is in model.classifier; Deconvnet projects layers of model.features",
+                 "has no spatial output (shape (2, 512)); Deconvnet projects feature maps",
                  id="deconv-classifier-layer"),
     pytest.param(lambda c: Deconvnet(c.model).project(c.images, "conv1", channels=[99]), ValueError,
                  "channel index out of range: the layer has 8 channels (0 … 7), got [99]", id="deconv-channel-out-of-range"),
@@ -406,3 +410,10 @@ def test_the_table_is_distinct_and_large():
     ids = [p.id for p in BAD_CALLS]
     assert len(ids) == len(set(ids)) >= 30
     assert all(re.fullmatch(r"[a-z0-9-]+", i) for i in ids)
+
+
+class _Untraceable(nn.Module):
+    """A forward whose Python control flow depends on the data: torch.fx cannot trace it."""
+
+    def forward(self, x):
+        return x if x.sum() > 0 else -x

@@ -39,10 +39,18 @@ def stacks(draw):
             spatial = -(-(spatial - 3) // 2) + 1 if ceil else (spatial - 3) // 2 + 1
         elif extra == "lrn":
             layers.append(nn.LocalResponseNorm(3))
-    model = nn.Module()
-    model.features = nn.Sequential(*layers)
-    model.eval()
-    return model, torch.randn(2, in_channels, size, size)
+    return _Stack(layers).eval(), torch.randn(2, in_channels, size, size)
+
+
+class _Stack(nn.Module):
+    """The drawn layers as ``features``, with the forward pass a traced engine needs."""
+
+    def __init__(self, layers):
+        super().__init__()
+        self.features = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.features(x)
 
 
 @SETTINGS
@@ -53,7 +61,7 @@ def test_project_equals_the_autograd_oracle(stack, rule, mode):
     out = Deconvnet(model, rule=rule).project(images, model.features[top], mode=mode)
     for b in range(len(images)):
         for c in range(out.shape[1]):
-            ref = autograd_projection(model, images[b], top, c, mode, rule)
+            ref = autograd_projection(model, images[b], model.features[top], c, mode, rule)
             assert torch.allclose(out[b, c], ref, atol=1e-5, rtol=1e-4)
 
 

@@ -24,8 +24,13 @@ def check_images(images, model: nn.Module, batched: bool = True) -> None:
         raise ValueError(f"images must be floating point, got {images.dtype}; convert with x.float()")
     if not torch.isfinite(images).all():
         raise ValueError("images contain NaN or infinite pixels; clean or clamp them first")
+    weight = next(model.parameters(), None)
+    if weight is not None and (images.dtype, images.device) != (weight.dtype, weight.device):
+        raise ValueError(f"images are {str(images.dtype).removeprefix('torch.')} on {images.device} but the model's "
+                         f"weights are {str(weight.dtype).removeprefix('torch.')} on {weight.device}; convert with "
+                         f"images.to(dtype=torch.{str(weight.dtype).removeprefix('torch.')}, device='{weight.device}')")
     channels = images.shape[-3]
-    first = next((m for m in model.features if isinstance(m, nn.Conv2d)), None) if hasattr(model, "features") else None
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     if first is not None and channels != first.in_channels:
         raise ValueError(f"images have {channels} channel(s) but the model's first convolution takes "
                          f"{first.in_channels}; convert the images (e.g. grey <-> RGB)")

@@ -1,35 +1,43 @@
-"""The deconvnet of §2.1: project a layer's activations back to pixel space.
+"""The deconvnet of §2.1, for any image CNN: project a layer's activations back to pixel space.
 
-A forward pass through ``model.features`` records each max-pool's switches and each ReLU's input.
-To examine an activation, every other activation of its layer is zeroed and the signal walks down:
+The model is traced once (:mod:`zfkit.graph`). A forward pass records each max-pool's switches and
+each ReLU's input. To examine an activation, every other activation of its layer is zeroed and the
+signal walks the graph down, node by node in reverse order:
 
 - max-pool: *unpool* with the switches. ZFNet and AlexNet pool over overlapping 3x3/2 windows,
   so two pooled units can share a switch; their contributions are **added** (the adjoint of
   max-pooling; ``F.max_unpool2d`` writes instead and silently loses signal).
-- ReLU: the backward rule — ``"deconvnet"`` rectifies the signal (``relu(g)``, the paper),
-  ``"guided"`` also masks by the forward ReLU (Springenberg et al. 2014), ``"gradient"`` only masks
-  (the plain gradient, Simonyan et al. 2013).
-- convolution: the transposed convolution with the same weights, no bias, with ``output_padding``
-  so the result has the layer input's exact size.
-- LRN and dropout are the identity on the way down (the paper's choice for LRN; dropout is off
-  at test time).
+- ReLU and ReLU6: the backward rule. ``"deconvnet"`` rectifies the signal (``relu(g)``, the paper),
+  ``"guided"`` also masks by the forward pass (``x > 0``; ``0 < x < 6`` for ReLU6; Springenberg et
+  al. 2014), ``"gradient"`` only masks (the plain gradient, Simonyan et al. 2013).
+- convolution: the transposed convolution with the same weights, no bias, sized to the layer
+  input exactly. Eval-mode batch norm: its per-channel scale.
+- residual addition sends the signal to both summands; concatenation gives each input its slice;
+  other linear steps (flatten, average pooling, padding, ``Linear``) take autograd's backward.
+- LRN and dropout are the identity on the way down (the paper's choice for LRN; dropout is off at
+  test time). The model runs in eval mode while projecting.
+- Anything else (SiLU, GELU, Hardswish, a sigmoid gate, a product of two signals) has no agreed
+  deconvnet rule: projecting through it raises ``ValueError`` naming the op and its module, rather
+  than drawing a silently wrong picture. :data:`zfkit.graph.KINDS` lists what each kind does.
 
-In mode ``"max"`` each selection starts from one unit, whose influence on any lower layer is
-confined to its receptive-field *cone*; the walk then runs on those windows only (batched over
-selections), which gives exactly the uncropped result at a fraction of the cost.
+In mode ``"max"`` each selection starts from one unit, whose influence on any lower node is
+confined to its receptive-field *cone*; the walk runs on those windows only (batched over
+selections) until a window covers its whole map, which gives exactly the uncropped result at a
+fraction of the cost.
 """
 
 from __future__ import annotations
 
 import operator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import fx, nn
 
 from .checks import check_images
-from .layers import Layer, resolve
+from .graph import KINDS, Op, model_graph
 
 __all__ = ["Deconvnet", "RULES"]
 
@@ -37,7 +45,8 @@ RULES = ("deconvnet", "guided", "gradient")
 # A transposed convolution down to this many channels (the image: grey or RGB) runs as a sub-pixel
 # convolution; see _subpixel_conv_t.
 _FEW_CHANNELS = 4
-_IDENTITY_DOWN = (nn.LocalResponseNorm, nn.Dropout, nn.Identity)
+_WALKABLE = {"input", "conv", "bn", "relu", "relu6", "maxpool", "avgpool", "lrn", "identity", "add", "cat", "scale",
+             "linear", "check", "shape"}
 
 
 def _pair(v) -> tuple[int, int]:
@@ -45,29 +54,46 @@ def _pair(v) -> tuple[int, int]:
 
 
 @dataclass
-class _Record:
-    """What the forward pass keeps for one module: its input size and switches or ReLU mask."""
+class _Signal:
+    """The signal at one node for n selections: a window of each selection's map (n, C, h, w)
+    starting at rows ``top`` and columns ``left`` (n,), or, with ``top is None``, whole maps.
 
-    module: nn.Module
-    in_size: tuple[int, int]
-    switches: torch.Tensor | None = None  # max-pool argmax, flat index into the input map
-    positive: torch.Tensor | None = None  # ReLU input > 0
+    Every selection's window has the same size (only its position differs), so the walk stays
+    batched. A window may hang over its map's border; the signal there is always zero.
+    """
+
+    g: torch.Tensor
+    top: torch.Tensor | None = None
+    left: torch.Tensor | None = None
+
+    @property
+    def full(self) -> bool:
+        return self.top is None
+
+
+@dataclass
+class _Forward:
+    """What the forward pass keeps: every node's value, max-pool switches, ReLU masks."""
+
+    values: dict
+    switches: dict
+    masks: dict
 
 
 class Deconvnet:
-    """Project activations of any layer of ``model.features`` back to the input.
+    """Project activations of any layer of an image CNN back to the input.
 
     ``rule`` picks how ReLUs are reversed: ``"deconvnet"`` (the paper), ``"guided"`` or ``"gradient"``.
+    Layers are named as in :func:`zfkit.graph.layer_names`: the paper's names for zfkit nets
+    (``"conv5"``), qualified module names otherwise (``"layer3"``, ``"features.10"``), or the module.
     """
 
     def __init__(self, model: nn.Module, rule: str = "deconvnet"):
         if rule not in RULES:
             raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
-        if not isinstance(getattr(model, "features", None), nn.Sequential):
-            raise ValueError(f"{type(model).__name__} has no nn.Sequential 'features'; Deconvnet needs a "
-                             "model laid out like torchvision's AlexNet/VGG or built by zfkit.models")
         self.model = model
         self.rule = rule
+        self.graph = model_graph(model)
 
     # ---------------------------------------------------------------- public
 
@@ -81,14 +107,23 @@ class Deconvnet:
         actual activation values. ``channels`` defaults to all; ``chunk`` bounds how many
         selections go down together (memory).
         """
-        target = self._target(layer)
+        target = self.graph.layer(layer)
         check_images(images, self.model)
-        records, acts = self._forward(images, target.index)
-        channels = self._channels(channels, acts.shape[1])
         if mode not in ("max", "map"):
             raise ValueError(f"mode must be 'max' or 'map', got {mode!r}")
         if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1:
             raise ValueError(f"chunk must be a positive int (selections projected together), got {chunk!r}")
+        path = self.graph.ancestors(target.op)
+        _refuse_unsupported(path)
+        with _eval(self.model):
+            forward = self._forward(images, target.op)
+        acts = forward.values[target.op.node]
+        if not isinstance(acts, torch.Tensor) or acts.dim() != 4:
+            shape = tuple(acts.shape) if isinstance(acts, torch.Tensor) else type(acts).__name__
+            raise ValueError(f"layer {target.name!r} has no spatial output (shape {shape}); Deconvnet projects "
+                             "feature maps (B, C, H, W): pick a convolutional layer or block")
+        _refuse_gates(path, forward.values)
+        channels = self._channels(channels, acts.shape[1])
         b, k = images.shape[0], len(channels)
         out = images.new_zeros(b, k, *images.shape[1:])
         sel = acts[:, channels]  # (B, K, h, w)
@@ -98,23 +133,18 @@ class Deconvnet:
             img, kk = idx // k, idx % k
             dest = out.view(b * k, *images.shape[1:])[start:start + len(idx)]  # a view: results land in place
             if mode == "map":
-                seed = images.new_zeros(len(idx), acts.shape[1], *acts.shape[2:])
+                seed = images.new_zeros(len(idx), *acts.shape[1:])
                 seed[torch.arange(len(idx)), channels[kk]] = sel[img, kk]
-                dest.copy_(self._walk_full(seed, records, img))
+                signal = _Signal(seed)
             else:
                 pos = flat[img, kk].argmax(1)
-                value = flat[img, kk, :].gather(1, pos[:, None]).squeeze(1)
-                self._walk_cone(value, channels[kk], pos, acts.shape[-2:], records, img, dest)
+                seed = images.new_zeros(len(idx), acts.shape[1], 1, 1)
+                seed[torch.arange(len(idx)), channels[kk], 0, 0] = flat[img, kk].gather(1, pos[:, None]).squeeze(1)
+                signal = _Signal(seed, pos // acts.shape[-1], pos % acts.shape[-1])
+            _paste(self._walk(path, target.op, signal, forward, img), dest)
         return out
 
     # ---------------------------------------------------------------- validation
-
-    def _target(self, layer) -> Layer:
-        target = resolve(self.model, layer)
-        if target.part != "features":
-            raise ValueError(f"layer {target.name!r} is in model.{target.part}; Deconvnet projects layers of "
-                             "model.features (conv1 … pool5)")
-        return target
 
     @staticmethod
     def _channels(channels, n: int) -> torch.Tensor:
@@ -136,103 +166,235 @@ class Deconvnet:
 
     # ---------------------------------------------------------------- forward with records
 
-    def _forward(self, images: torch.Tensor, last: int) -> tuple[list[_Record], torch.Tensor]:
-        x = images
-        records = []
-        for module in list(self.model.features)[: last + 1]:
-            rec = _Record(module, tuple(x.shape[-2:]))
-            if isinstance(module, nn.MaxPool2d):
-                k, s, p, d = (_pair(getattr(module, a)) for a in ("kernel_size", "stride", "padding", "dilation"))
-                x, rec.switches = F.max_pool2d(x, k, s or k, p, d, ceil_mode=module.ceil_mode, return_indices=True)
-            elif isinstance(module, nn.ReLU):
-                rec.positive = x > 0
-                x = F.relu(x)
-            elif isinstance(module, nn.Conv2d) or isinstance(module, _IDENTITY_DOWN):
-                x = module(x)
-            else:
-                raise ValueError(f"Deconvnet cannot reverse {type(module).__name__} (in model.features); supported: "
-                                 "Conv2d, ReLU, MaxPool2d, LocalResponseNorm, Dropout, Identity")
-            records.append(rec)
-        return records, x
+    def _forward(self, images: torch.Tensor, target: Op) -> _Forward:
+        switches, masks = {}, {}
+        keep_masks = self.rule != "deconvnet"
 
-    # ---------------------------------------------------------------- backward steps
-
-    def _relu(self, g: torch.Tensor, positive: torch.Tensor | None) -> torch.Tensor:
-        if self.rule == "deconvnet":
-            return g.clamp(min=0)
-        if self.rule == "guided":
-            return g.clamp(min=0) * positive
-        return g * positive
-
-    @staticmethod
-    def _conv_t(g: torch.Tensor, conv: nn.Conv2d, out_size: tuple[int, int] | None) -> torch.Tensor:
-        """Transposed convolution, no bias; ``out_size=None`` gives the full (unpadded) window."""
-        s, p, d = _pair(conv.stride), _pair(conv.padding), _pair(conv.dilation)
-        k = _pair(conv.kernel_size)
-        if out_size is None:
-            if conv.weight.shape[1] <= _FEW_CHANNELS and s[0] == s[1] > 1 and d == (1, 1) and conv.groups == 1:
-                return _subpixel_conv_t(g, conv.weight, s[0])
-            return F.conv_transpose2d(g, conv.weight, None, s, 0, 0, conv.groups, d)
-        op = tuple(out_size[i] - ((g.shape[-2 + i] - 1) * s[i] - 2 * p[i] + d[i] * (k[i] - 1) + 1) for i in range(2))
-        return F.conv_transpose2d(g, conv.weight, None, s, p, op, conv.groups, d)
-
-    # ---------------------------------------------------------------- full-map walk
-
-    def _walk_full(self, g: torch.Tensor, records: list[_Record], img: torch.Tensor) -> torch.Tensor:
-        for rec in reversed(records):
-            m = rec.module
-            if isinstance(m, nn.MaxPool2d):
-                sw = rec.switches[img]
-                h, w = rec.in_size
-                g = g.new_zeros(g.shape[0], g.shape[1], h * w).scatter_add_(2, sw.flatten(2), g.flatten(2))
-                g = g.view(g.shape[0], g.shape[1], h, w)
-            elif isinstance(m, nn.ReLU):
-                g = self._relu(g, rec.positive[img])
-            elif isinstance(m, nn.Conv2d):
-                g = self._conv_t(g, m, rec.in_size)
-        return g
-
-    # ---------------------------------------------------------------- cone-cropped walk
-
-    def _walk_cone(self, value, channel, pos, act_size, records, img, dest: torch.Tensor) -> None:
-        """Walk down only the receptive-field cone of one unit per selection (mode "max"), adding the
-        input-level windows into ``dest`` (n, C, H, W), which holds zeros.
-
-        Every selection's window has the same size at a given level (only its position differs),
-        so the walk is batched over selections. Signal never leaves the window except where the
-        window hangs over the map's border; those positions (padding, not input) are zeroed after
-        each convolution, which is the only step that can put signal there.
-        """
-        n = len(value)
-        top, left = pos // act_size[1], pos % act_size[1]  # window start at the current level
-        h = w = 1
-        g = value.new_zeros(n, self._layer_channels(records), 1, 1)
-        g[torch.arange(n), channel, 0, 0] = value
-        for rec in reversed(records):
-            m = rec.module
-            if isinstance(m, nn.MaxPool2d):
+        def step(op: Op, args, kwargs):
+            x = args[0] if args else None
+            if op.kind == "maxpool":
+                m = op.module
                 k, s, p = _pair(m.kernel_size), _pair(m.stride or m.kernel_size), _pair(m.padding)
-                nh, nw = (h - 1) * s[0] + k[0], (w - 1) * s[1] + k[1]
-                local = _unpool_targets(rec.switches, rec.in_size[1], s, p, nw, img, top, left, h, w)
-                g = g.new_zeros(n, g.shape[1], nh * nw).scatter_add_(2, local.flatten(2), g.flatten(2)).view(n, -1, nh, nw)
-                top, left, h, w = top * s[0] - p[0], left * s[1] - p[1], nh, nw
-            elif isinstance(m, nn.ReLU):
-                positive = None if self.rule == "deconvnet" else _window(rec.positive, img, top, left, h, w)
-                g = self._relu(g, positive)
-            elif isinstance(m, nn.Conv2d):
-                s, p = _pair(m.stride), _pair(m.padding)
-                g = self._conv_t(g, m, None)
-                top, left = top * s[0] - p[0], left * s[1] - p[1]
-                h, w = g.shape[-2:]
-                if p != (0, 0):
-                    g = g * _inside(top, left, h, w, rec.in_size).unsqueeze(1)
-        _paste(g, top, left, dest)
+                out, switches[op.node] = F.max_pool2d(x, k, s, p, ceil_mode=m.ceil_mode, return_indices=True)
+                return out
+            if op.kind in ("relu", "relu6") and keep_masks:
+                masks[op.node] = (x > 0) & (x < 6) if op.kind == "relu6" else x > 0
+            return None
 
-    def _layer_channels(self, records: list[_Record]) -> int:
-        for rec in reversed(records):
-            if isinstance(rec.module, nn.Conv2d):
-                return rec.module.out_channels
-        raise ValueError("the layer has no convolution below it")
+        values = self.graph.run(images, [target], step)
+        return _Forward(values, switches, masks)
+
+    # ---------------------------------------------------------------- the walk down
+
+    def _walk(self, path: list[Op], target: Op, start: _Signal, forward: _Forward, img: torch.Tensor) -> _Signal:
+        """Carry ``start`` (at ``target``'s output) down ``path`` to the input; the input's signal."""
+        signals = {target.node: start}
+        for op in reversed(path):
+            signal = signals.pop(op.node, None)
+            if signal is None:
+                continue
+            if op.kind == "input":
+                return signal
+            for node, part in self._down(op, signal, forward, img):
+                size = forward.values[node].shape[-2:]
+                part = _widen(part, size)
+                signals[node] = part if node not in signals else _add(signals[node], part, size)
+        return _Signal(start.g.new_zeros(start.g.shape[0], *self._input_shape(forward)))
+
+    def _input_shape(self, forward: _Forward) -> tuple[int, ...]:
+        return tuple(forward.values[self.graph.ops[0].node].shape[1:])
+
+    def _down(self, op: Op, s: _Signal, forward: _Forward, img: torch.Tensor) -> list[tuple[fx.Node, _Signal]]:
+        """The signal ``op`` passes to each of its tensor inputs."""
+        node, kind, m = op.node, op.kind, op.module
+        inputs = [a for a in node.all_input_nodes if isinstance(forward.values.get(a), torch.Tensor)]
+        first = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
+        if kind in ("lrn", "identity"):
+            return [(first, s)]
+        if kind in ("relu", "relu6"):
+            return [(first, _Signal(self._rule(s, forward.masks.get(node), img), s.top, s.left))]
+        if kind == "bn":
+            scale = m.weight / torch.sqrt(m.running_var + m.eps) if m.weight is not None else \
+                torch.rsqrt(m.running_var + m.eps)
+            return [(first, _Signal(s.g * scale[:, None, None], s.top, s.left))]
+        if kind == "add" and not node.kwargs:
+            return [(a, s) for a in inputs]
+        if kind == "cat" and _cat_dim(node) in (1, -3):
+            sizes = [forward.values[a].shape[1] for a in node.args[0]]
+            return [(a, _Signal(g, s.top, s.left)) for a, g in zip(node.args[0], s.g.split(sizes, 1))]
+        if kind == "conv" and m.padding_mode == "zeros" and not isinstance(m.padding, str):
+            return [(first, _conv_down(s, m, forward.values[first].shape[-2:]))]
+        if kind == "maxpool":
+            return [(first, _unpool(s, m, forward.switches[node], forward.values[first].shape[-2:], img))]
+        if kind == "avgpool" and s.full is False and _uniform(m):
+            return [(first, _avgpool_down(s, m, forward.values[first].shape[-2:]))]
+        return self._linear_down(op, _to_full(s, forward.values[node].shape[-2:]) if s.g.dim() == 4 else s,
+                                 forward, inputs)
+
+    def _linear_down(self, op: Op, s: _Signal, forward: _Forward, inputs: list[fx.Node]) -> list[tuple[fx.Node, _Signal]]:
+        """Autograd's backward of a linear op (flatten, view, pooling, padding, ``Linear``): its adjoint."""
+        node, n = op.node, s.g.shape[0]
+        if node.all_input_nodes and any(not isinstance(forward.values.get(a), torch.Tensor) for a in node.all_input_nodes):
+            shapes = self._shapes_for(n, op, forward)
+        else:
+            shapes = forward.values
+        primals = [torch.zeros((n, *forward.values[a].shape[1:]), dtype=s.g.dtype, device=s.g.device) for a in inputs]
+
+        def replay(*tensors):
+            env = {**{a: shapes[a] for a in node.all_input_nodes}, **dict(zip(inputs, tensors))}
+            args = fx.node.map_arg(node.args, env.__getitem__)
+            kwargs = fx.node.map_arg(node.kwargs, env.__getitem__)
+            return self.graph.call(op, args, kwargs)
+
+        with torch.enable_grad():
+            _, vjp = torch.func.vjp(replay, *primals)
+            grads = vjp(s.g)
+        return [(a, _Signal(g)) for a, g in zip(inputs, grads)]
+
+    def _shapes_for(self, n: int, op: Op, forward: _Forward) -> dict:
+        """Non-tensor values (sizes) of ``op``'s inputs as they would be for a batch of ``n``: a
+        ``view(x.size(0), -1)`` replayed on n selections needs n, not the image count."""
+        images = forward.values[self.graph.ops[0].node]
+        meta = torch.empty((n, *images.shape[1:]), device="meta", dtype=images.dtype)
+        skip = lambda o, args, kwargs: 0 if o.kind == "check" else None  # noqa: E731
+        return self.graph.run(meta, [self.graph.ops[self.graph.position[a]] for a in op.node.all_input_nodes], skip)
+
+    def _rule(self, s: _Signal, mask: torch.Tensor | None, img: torch.Tensor) -> torch.Tensor:
+        if self.rule == "deconvnet":
+            return s.g.clamp(min=0)
+        mask = mask[img] if s.full else _window(mask, img, s.top, s.left, *s.g.shape[-2:])
+        if self.rule == "guided":
+            return s.g.clamp(min=0) * mask
+        return s.g * mask
+
+
+# ---------------------------------------------------------------- checks
+
+
+def _refuse_unsupported(path: list[Op]) -> None:
+    for op in path:
+        if op.kind not in _WALKABLE:
+            raise ValueError(f"Deconvnet cannot reverse {_describe(op)} in {op.where!r}: it has no agreed deconvnet "
+                             "rule. Supported on the way down: " + "; ".join(f"{k}: {v}" for k, v in KINDS.items()
+                                                                             if k in _WALKABLE - {"check", "shape"}))
+
+
+def _refuse_gates(path: list[Op], values: dict) -> None:
+    """A product of two signals (a squeeze-excitation gate) is not linear in either: refuse it."""
+    for op in path:
+        if op.kind == "scale" and op.node.target in (operator.mul, operator.imul, torch.mul, "mul", "mul_", "div",
+                                                        operator.truediv, torch.div):
+            if sum(isinstance(values.get(a), torch.Tensor) for a in op.node.all_input_nodes) > 1:
+                raise ValueError(f"Deconvnet cannot reverse {_describe(op)} in {op.where!r}: it multiplies two "
+                                 "signals (a gate, e.g. squeeze-excitation), which has no agreed deconvnet rule")
+
+
+def _describe(op: Op) -> str:
+    if op.module is not None:
+        return f"{type(op.module).__name__} module {op.node.target!r}"
+    target = op.node.target
+    return f"{getattr(target, '__name__', target)} ({op.node.op})"
+
+
+@contextmanager
+def _eval(model: nn.Module):
+    """Eval mode while projecting (dropout off, batch norm's running statistics), restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _cat_dim(node: fx.Node) -> int:
+    return node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+
+
+def _uniform(m: nn.AvgPool2d) -> bool:
+    return m.count_include_pad and m.divisor_override is None
+
+
+# ---------------------------------------------------------------- windows
+
+
+def _widen(s: _Signal, size) -> _Signal:
+    """Whole maps once a window covers its map: no cropping left to gain."""
+    if s.full or s.g.dim() != 4 or s.g.shape[-2] < size[0] or s.g.shape[-1] < size[1]:
+        return s
+    return _to_full(s, size)
+
+
+def _to_full(s: _Signal, size) -> _Signal:
+    if s.full:
+        return s
+    out = s.g.new_zeros(*s.g.shape[:2], *size)
+    _paste(s, out)
+    return _Signal(out)
+
+
+def _add(a: _Signal, b: _Signal, size) -> _Signal:
+    """Two contributions to one node: windows merge into their union where it is the same box shape
+    for every selection (branches of one block), else both become whole maps."""
+    if not a.full and not b.full:
+        dt, dl = a.top - b.top, a.left - b.left
+        if bool((dt == dt[0]).all() and (dl == dl[0]).all()):
+            top, left = torch.minimum(a.top, b.top), torch.minimum(a.left, b.left)
+            h = max(int(a.top[0] - top[0]) + a.g.shape[-2], int(b.top[0] - top[0]) + b.g.shape[-2])
+            w = max(int(a.left[0] - left[0]) + a.g.shape[-1], int(b.left[0] - left[0]) + b.g.shape[-1])
+            out = a.g.new_zeros(*a.g.shape[:2], h, w)
+            for part in (a, b):
+                y, x = int(part.top[0] - top[0]), int(part.left[0] - left[0])
+                out[..., y:y + part.g.shape[-2], x:x + part.g.shape[-1]] += part.g
+            return _widen(_Signal(out, top, left), size)
+    a, b = _to_full(a, size), _to_full(b, size)
+    return _Signal(a.g + b.g)
+
+
+def _conv_down(s: _Signal, conv: nn.Conv2d, in_size) -> _Signal:
+    """Transposed convolution, no bias: over whole maps sized to the input, or over the full window."""
+    st, p, d, k = _pair(conv.stride), _pair(conv.padding), _pair(conv.dilation), _pair(conv.kernel_size)
+    if s.full:
+        op = tuple(in_size[i] - ((s.g.shape[-2 + i] - 1) * st[i] - 2 * p[i] + d[i] * (k[i] - 1) + 1) for i in range(2))
+        return _Signal(F.conv_transpose2d(s.g, conv.weight, None, st, p, op, conv.groups, d))
+    if conv.weight.shape[1] <= _FEW_CHANNELS and st[0] == st[1] > 1 and d == (1, 1) and conv.groups == 1:
+        g = _subpixel_conv_t(s.g, conv.weight, st[0])
+    else:
+        g = F.conv_transpose2d(s.g, conv.weight, None, st, 0, 0, conv.groups, d)
+    return _crop_to_map(g, s.top * st[0] - p[0], s.left * st[1] - p[1], in_size)
+
+
+def _avgpool_down(s: _Signal, pool: nn.AvgPool2d, in_size) -> _Signal:
+    """The adjoint of a uniform average pool on a window: a depthwise transposed convolution by 1/k²."""
+    k, st, p = _pair(pool.kernel_size), _pair(pool.stride or pool.kernel_size), _pair(pool.padding)
+    c = s.g.shape[1]
+    weight = s.g.new_full((c, 1, *k), 1.0 / (k[0] * k[1]))
+    g = F.conv_transpose2d(s.g, weight, None, st, 0, 0, c)
+    return _crop_to_map(g, s.top * st[0] - p[0], s.left * st[1] - p[1], in_size)
+
+
+def _crop_to_map(g: torch.Tensor, top, left, size) -> _Signal:
+    """Zero a window's positions outside its map (padding, not input): the only step that can put signal there."""
+    h, w = g.shape[-2:]
+    if bool((top >= 0).all() and (left >= 0).all() and (top + h <= size[0]).all() and (left + w <= size[1]).all()):
+        return _Signal(g, top, left)
+    return _Signal(g * _inside(top, left, h, w, size).unsqueeze(1), top, left)
+
+
+def _unpool(s: _Signal, pool: nn.MaxPool2d, switches: torch.Tensor, in_size, img) -> _Signal:
+    """Max-unpooling with the switches; two pooled units that share a switch add their signals."""
+    n, c = s.g.shape[:2]
+    if s.full:
+        sw = switches[img]
+        h, w = in_size
+        g = s.g.new_zeros(n, c, h * w).scatter_add_(2, sw.flatten(2), s.g.flatten(2))
+        return _Signal(g.view(n, c, h, w))
+    k, st, p = _pair(pool.kernel_size), _pair(pool.stride or pool.kernel_size), _pair(pool.padding)
+    h, w = s.g.shape[-2:]
+    nh, nw = (h - 1) * st[0] + k[0], (w - 1) * st[1] + k[1]
+    local = _unpool_targets(switches, in_size[1], st, p, nw, img, s.top, s.left, h, w)
+    g = s.g.new_zeros(n, c, nh * nw).scatter_add_(2, local.flatten(2), s.g.flatten(2)).view(n, c, nh, nw)
+    return _Signal(g, s.top * st[0] - p[0], s.left * st[1] - p[1])
 
 
 def _subpixel_conv_t(g: torch.Tensor, weight: torch.Tensor, stride: int) -> torch.Tensor:
@@ -273,7 +435,7 @@ def _window(t: torch.Tensor, img, top, left, h, w) -> torch.Tensor:
 def _unpool_targets(switches, in_width, s, p, nw, img, top, left, h, w) -> torch.Tensor:
     """For each pooled unit of each window, the flat index its switch points to in the unpooled window.
 
-    The switch's offset inside its own 3x3 window is computed once on the full (small) map, so the
+    The switch's offset inside its own window is computed once on the full (small) map, so the
     per-selection work is one gather and one add.
     """
     ho, wo = switches.shape[-2:]
@@ -284,15 +446,18 @@ def _unpool_targets(switches, in_width, s, p, nw, img, top, left, h, w) -> torch
     return offset + base
 
 
-def _paste(g: torch.Tensor, top, left, dest: torch.Tensor) -> None:
-    """Add each selection's input-level window into its image ``dest[i]`` (n, C, H, W), in place.
+def _paste(s: _Signal, dest: torch.Tensor) -> None:
+    """Add each selection's signal into its image ``dest[i]`` (n, C, H, W), in place.
 
-    Window positions outside the image carry no signal (zeroed after each padded convolution), so
-    they are clamped onto the border and added there as zeros; no padded canvas is needed.
+    Window positions outside the image carry no signal (zeroed after each padded step), so they
+    are clamped onto the border and added there as zeros; no padded canvas is needed.
     """
-    n, c, h, w = g.shape
+    if s.full:
+        dest += s.g
+        return
+    n, c, h, w = s.g.shape
     size = dest.shape[-2:]
-    rows = (top[:, None] + torch.arange(h)).clamp(0, size[0] - 1)
-    cols = (left[:, None] + torch.arange(w)).clamp(0, size[1] - 1)
+    rows = (s.top[:, None] + torch.arange(h)).clamp(0, size[0] - 1)
+    cols = (s.left[:, None] + torch.arange(w)).clamp(0, size[1] - 1)
     dest.permute(0, 2, 3, 1).index_put_((torch.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]),
-                                        g.permute(0, 2, 3, 1), accumulate=True)
+                                        s.g.permute(0, 2, 3, 1), accumulate=True)

@@ -1,26 +1,31 @@
 """An independent reference for :class:`zfkit.deconv.Deconvnet`: autograd with the ReLU rule swapped.
 
-DESIGN §4: backward from the selected unit with every ReLU's backward replaced by the rule
-(deconvnet: relu(grad); guided: relu(grad) * mask; gradient: grad * mask) and LRN's by identity.
-Max-pool and convolution use PyTorch's own autograd, which the deconvnet engine does not call, so
-agreement between the two is evidence, not tautology. It projects one unit per call: slow, exact.
+DESIGN §4: backward from the selected unit with every ReLU's (and ReLU6's) backward replaced by the
+rule (deconvnet: relu(grad); guided: relu(grad) * mask; gradient: grad * mask) and LRN's by
+identity, on any traceable model. Everything else (convolution, batch norm, max-pool, residual
+addition, concatenation, pooling) uses PyTorch's own autograd, which the deconvnet's cropped
+walk does not call, so agreement between the two is evidence, not tautology. It projects one
+unit per call: slow, exact.
 """
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .deconv import Deconvnet
-from .layers import resolve
+from .deconv import Deconvnet, _eval
+from .graph import Op, model_graph
+
+__all__ = ["relu_with", "rule_forward", "autograd_projection", "agreement"]
 
 
-def relu_with(rule: str):
-    """A ReLU whose backward is ``rule``'s (deconvnet, guided or gradient); the forward is unchanged."""
+def relu_with(rule: str, top: float | None = None):
+    """A ReLU (``top=None``) or ReLU6 (``top=6``) whose backward is ``rule``'s; the forward is unchanged."""
     class _Relu(torch.autograd.Function):
         @staticmethod
         def forward(ctx, x):
-            ctx.save_for_backward(x > 0)
-            return x.clamp(min=0)
+            mask = (x > 0) if top is None else (x > 0) & (x < top)
+            ctx.save_for_backward(mask)
+            return x.clamp(min=0) if top is None else x.clamp(0, top)
 
         @staticmethod
         def backward(ctx, g):
@@ -42,26 +47,33 @@ class IdentityBackward(torch.autograd.Function):
         return g, None
 
 
-def rule_step(module: nn.Module, x: torch.Tensor, relu) -> torch.Tensor:
-    """One module's forward with the backward the deconvnet walk takes: ``relu`` (from
-    :func:`relu_with`) for ReLUs, the identity for LRN and dropout (off at test time)."""
-    if isinstance(module, nn.ReLU):
-        return relu(x)
-    if isinstance(module, nn.LocalResponseNorm):
-        return IdentityBackward.apply(x, module)
-    if isinstance(module, nn.Dropout):
-        return x
-    return module(x)
+def rule_forward(model: nn.Module, images: torch.Tensor, layer, rule: str = "deconvnet") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, h)``: a leaf copy of ``images`` and ``layer``'s output computed from it in eval mode,
+    with every ReLU-family backward replaced by ``rule`` and LRN's by the identity; ``h``'s
+    gradient with respect to ``x`` is then the rule's projection."""
+    graph = model_graph(model)
+    target = graph.layer(layer).op
+    relu, relu6 = relu_with(rule), relu_with(rule, top=6.0)
+
+    def step(op: Op, args, kwargs):
+        if op.kind == "relu":
+            return relu(args[0])
+        if op.kind == "relu6":
+            return relu6(args[0])
+        if op.kind == "lrn":
+            return IdentityBackward.apply(args[0], op.module)
+        return None
+
+    x = images.detach().clone().requires_grad_(True)
+    with torch.enable_grad(), _eval(model):
+        h = graph.run(x, [target], step)[target.node]
+    return x, h
 
 
-def autograd_projection(model: nn.Module, image: torch.Tensor, index: int, channel: int, mode: str = "max",
+def autograd_projection(model: nn.Module, image: torch.Tensor, layer, channel: int, mode: str = "max",
                         rule: str = "deconvnet") -> torch.Tensor:
-    """Projection of ``channel`` of ``model.features[index]``'s output for one (C, H, W) image."""
-    relu = relu_with(rule)
-    x = image[None].clone().requires_grad_(True)
-    h = x
-    for m in list(model.features)[: index + 1]:
-        h = rule_step(m, h, relu)
+    """Projection of ``channel`` of ``layer``'s output for one (C, H, W) image."""
+    x, h = rule_forward(model, image[None], layer, rule)
     a = h[0, channel].flatten()
     if mode == "max":
         pos = a.argmax()
@@ -77,8 +89,7 @@ def agreement(model: nn.Module, images: torch.Tensor, layer, channels, rule: str
     chapter reports to show the fast engine computes exactly the modified backward pass."""
     channels = list(channels)
     ours = Deconvnet(model, rule).project(images, layer, channels=channels)
-    index = resolve(model, layer).index
-    cosines = [F.cosine_similarity(ours[b, j].flatten(), autograd_projection(model, images[b], index, c, "max", rule)
+    cosines = [F.cosine_similarity(ours[b, j].flatten(), autograd_projection(model, images[b], layer, c, "max", rule)
                                    .flatten(), dim=0).item()
                for b in range(len(images)) for j, c in enumerate(channels) if ours[b, j].abs().sum() > 0]
     if not cosines:

@@ -42,7 +42,7 @@ from .checks import check_images
 from .deconv import RULES, Deconvnet
 from .layers import resolve
 from .models import init_he
-from .oracle import relu_with, rule_step
+from .oracle import rule_forward
 from .viz import new_figure, show_image, to_display
 
 __all__ = ["METRICS", "RULE_COLOURS", "weight_layers", "randomize", "cascade", "independent", "project",
@@ -144,20 +144,11 @@ def relative_change(before: nn.Module, after: nn.Module) -> dict[str, float]:
 
 # ---------------------------------------------------------------- projections of (image, unit) pairs
 
-def _classifier_projection(model: nn.Module, images: torch.Tensor, index: int, units: torch.Tensor,
+def _classifier_projection(model: nn.Module, images: torch.Tensor, layer: str, units: torch.Tensor,
                            rule: str) -> torch.Tensor:
     """d unit / d input through the whole network with every ReLU's backward replaced by ``rule``."""
-    relu = relu_with(rule)
-    x = images.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        h = x
-        for m in model.features:
-            h = rule_step(m, h, relu)
-        pool = getattr(model, "avgpool", None)  # torchvision's AlexNet/VGG
-        h = torch.flatten(pool(h) if isinstance(pool, nn.Module) else h, 1)
-        for m in list(model.classifier)[: index + 1]:
-            h = rule_step(m, h, relu)
-        (grad,) = torch.autograd.grad(h[torch.arange(len(units)), units].sum(), x)
+    x, h = rule_forward(model, images, layer, rule)
+    (grad,) = torch.autograd.grad(h[torch.arange(len(units)), units].sum(), x)
     return grad
 
 
@@ -190,7 +181,7 @@ def project(model: nn.Module, images: torch.Tensor, layer: str | nn.Module, unit
             if units.min() < 0 or units.max() >= width:
                 raise ValueError(f"unit index out of range: {target.name} has {width} units (0 … {width - 1}), "
                                  f"got {sorted(set(units.tolist()))}")
-            return _classifier_projection(model, images, target.index, units, rule)
+            return _classifier_projection(model, images, target.name, units, rule)
         deconv = Deconvnet(model, rule=rule)
         out = images.new_zeros(images.shape)
         for c in units.unique():
