@@ -1,24 +1,41 @@
 """zfkit's batched, cone-cropped deconvnet vs a loop of Captum's NeuronDeconvolution (one neuron per call).
 
-ZFNet-224 with seeded random weights, one image, every channel of conv5 and of conv2 in mode "max".
-Captum is timed on a sample of neurons and its per-neuron time scaled to all channels (it has no
-batched mode). Also: the multiply-accumulates of the cones (the arithmetic floor of any exact cone
-walk) and the fraction of this CPU's measured conv throughput achieved; top-k scan speed vs the
-plain forward pass. Prints a table; asserts nothing.
+One 224x224 image, every channel of a layer, mode "max", seeded random weights:
+
+- torchvision ``resnet18``: ``layer2`` (128 channels, receptive field 99 px; target >= 10x) and
+  ``layer3`` (256 channels, field about the whole image, so the cone saves little; target >= 1.5x);
+- ZFNet-224: ``conv5`` (target >= 10x) and ``conv2``.
+
+Captum has no batched mode (its batched form with N copies of the image measured no faster), so
+it is timed on a sample of neurons and its per-neuron time scaled to all channels. Beside each
+measured ratio: the FLOP bound, Captum's floating-point operations for all channels divided by
+zfkit's for the same projections (both counted by ``torch.utils.flop_counter``; Captum's as the
+plain autograd its hooks wrap: a forward pass and one unit's input gradient), the speed-up
+that equal arithmetic efficiency would give. Also the top-k scan speed vs the plain forward pass.
+Prints a table naming the CPU; asserts nothing.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 
 import torch
+import torchvision
 from captum.attr import NeuronDeconvolution
+from torch.utils.flop_counter import FlopCounterMode
 
 from zfkit import models
 from zfkit.data import TensorImages
 from zfkit.deconv import Deconvnet
-from zfkit.layers import resolve
+from zfkit.graph import model_graph
 from zfkit.topk import layer_activations, topk
+from zfkit.train import cpu_name
+
+CASES = [  # model, layer, target speed-up
+    ("resnet18", "layer2", 10), ("resnet18", "layer3", 1.5), ("zfnet", "conv5", 10), ("zfnet", "conv2", 10),
+]
+SAMPLE = 8  # Captum neurons timed per case
 
 
 def best_of(fn, repeat: int = 3) -> float:
@@ -30,59 +47,70 @@ def best_of(fn, repeat: int = 3) -> float:
     return min(times)
 
 
-def cone_macs(model, layer: str) -> int:
-    """MACs of the transposed convolutions over one unit's cone, from the top layer down."""
-    h, macs = 1, 0
-    for m in reversed(list(model.features)[: resolve(model, layer).index + 1]):
-        if isinstance(m, torch.nn.MaxPool2d):
-            h = (h - 1) * m.stride + m.kernel_size
-        elif isinstance(m, torch.nn.Conv2d):
-            macs += h * h * m.out_channels * m.in_channels * m.kernel_size[0] ** 2
-            h = (h - 1) * m.stride[0] + m.kernel_size[0]
-    return macs
+def flops(fn) -> int:
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return counter.get_total_flops()
 
 
-def conv_peak_macs_per_s() -> float:
-    """Measured throughput of a large dense convolution here (the practical ceiling)."""
-    conv = torch.nn.Conv2d(256, 256, 3, padding=1)
-    x = torch.randn(8, 256, 28, 28)
-    with torch.no_grad():
-        t = best_of(lambda: conv(x))
-    return 8 * 28 * 28 * 256 * 256 * 9 / t
+def build(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return (torchvision.models.resnet18() if name == "resnet18" else models.zfnet()).eval()
 
 
 def main() -> None:
-    torch.manual_seed(0)
-    model = models.zfnet().eval()
+    warnings.filterwarnings("ignore", module="captum")
     image = torch.randn(1, 3, 224, 224)
-    deconv = Deconvnet(model)
-    peak = conv_peak_macs_per_s()
-    print(f"conv throughput here: {peak / 1e9:.1f} GMAC/s\n")
-    print(f"{'layer':6} {'zfkit s':>8} {'captum s':>9} {'speed-up':>9} {'target':>7} {'cone GMAC':>10} {'of peak':>8}")
-    for layer, target, sample in [("conv5", 10, 16), ("conv2", 50, 16)]:
-        index = resolve(model, layer).index
-        channels = model.features[resolve(model, layer).index - 1].out_channels
+    print(f"CPU: {cpu_name()}, {torch.get_num_threads()} threads\n")
+    print(f"{'model':9} {'layer':7} {'units':>5} {'zfkit s':>8} {'captum s':>9} {'speed-up':>9} {'FLOP bound':>11} {'target':>7}")
+    for name, layer, target in CASES:
+        model = build(name)
+        deconv = Deconvnet(model)
+        module = model_graph(model).layer(layer).op
+        acts = model_graph(model).run(image, [module])[module.node][0]
+        units = acts.shape[0]
         ours = best_of(lambda: deconv.project(image, layer, mode="max"), repeat=2)
-        with torch.no_grad():
-            acts = model.features[: index + 1](image)[0]
-        captum = NeuronDeconvolution(model, resolve(model, layer).module)
+        captum = NeuronDeconvolution(model, model.get_submodule(_module_path(model, layer)))
 
-        def captum_sample():
-            for c in range(sample):
-                y, x = divmod(int(acts[c].argmax()), acts.shape[-1])
-                captum.attribute(image.clone(), neuron_selector=(c, y, x))
+        def captum_call(c: int) -> None:
+            y, x = divmod(int(acts[c].argmax()), acts.shape[-1])
+            captum.attribute(image.clone(), neuron_selector=(c, y, x))
 
-        per_neuron = best_of(captum_sample, repeat=2) / sample
-        theirs = per_neuron * channels
-        macs = cone_macs(model, layer) * channels
-        print(f"{layer:6} {ours:8.2f} {theirs:9.2f} {theirs / ours:8.1f}x {target:6}x {macs / 1e9:10.1f} {macs / ours / peak:7.0%}")
+        per_neuron = best_of(lambda: [captum_call(c) for c in range(SAMPLE)], repeat=2) / SAMPLE
+        theirs = per_neuron * units
+        bound = flops(lambda: captum_arithmetic(model, image, module)) * units / flops(
+            lambda: deconv.project(image, layer, mode="max"))
+        print(f"{name:9} {layer:7} {units:5} {ours:8.2f} {theirs:9.2f} {theirs / ours:8.1f}x {bound:10.1f}x {target:6}x")
 
+    model = build("zfnet")
     data = TensorImages(torch.randn(256, 3, 224, 224), torch.zeros(256, dtype=torch.long), ("x",))
-    for layer in ("conv5",):
-        scan = best_of(lambda: topk(model, data, layer, k=9, batch_size=32, progress=False), repeat=1)
-        fwd = best_of(lambda: [layer_activations(model, data.images[i:i + 32], layer) for i in range(0, 256, 32)], repeat=1)
-        print(f"\ntop-k scan {layer}: {256 / scan:.1f} img/s vs forward {256 / fwd:.1f} img/s: "
-              f"ratio {fwd / scan:.2f} (target >= 0.9)")
+    scan = best_of(lambda: topk(model, data, "conv5", k=9, batch_size=32, progress=False), repeat=1)
+    fwd = best_of(lambda: [layer_activations(model, data.images[i:i + 32], "conv5") for i in range(0, 256, 32)], repeat=1)
+    print(f"\ntop-k scan conv5: {256 / scan:.1f} img/s vs forward {256 / fwd:.1f} img/s: "
+          f"ratio {fwd / scan:.2f} (target >= 0.9)")
+
+
+def captum_arithmetic(model: torch.nn.Module, image: torch.Tensor, op) -> None:
+    """The arithmetic of one Captum call without its hooks (which the FLOP counter cannot wrap): the
+    whole model's forward, then one unit's gradient with respect to the input."""
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    for p in frozen:  # input gradients only, as Captum asks for
+        p.requires_grad_(False)
+    x = image.clone().requires_grad_(True)
+    captured = model_graph(model).run(x, [op])[op.node]
+    model(x)
+    captured[0, 0].flatten().max().backward()
+    for p in frozen:
+        p.requires_grad_(True)
+
+
+def _module_path(model: torch.nn.Module, layer: str) -> str:
+    """The module whose output Captum hooks: for zfkit nets the rectified conv (its ReLU)."""
+    graph = model_graph(model)
+    op = graph.layer(layer).op
+    called_once = op.module is not None and len(graph.outputs[op.node.target]) == 1
+    return op.node.target if called_once else layer
 
 
 if __name__ == "__main__":

@@ -39,6 +39,8 @@ CASES = {
     # convolutions and batch norm (mobilenet_v2), a non-leaf block and a leaf inside a block
     "tv_resnet18": (lambda: torchvision.models.resnet18().eval(), 64, ["maxpool", "layer2", "layer3.0.conv2"]),
     "tv_mobilenet_v2": (lambda: torchvision.models.mobilenet_v2().eval(), 64, ["features.4", "features.11.conv.1"]),
+    # the real ImageNet classifier of chapter 11: its own weights, TF "same" padding modules, ReLU6
+    "efficientnet_lite0": (lambda: models.efficientnet_lite0(pretrained=True).eval(), 224, ["stage2", "stage4.1.depthwise"]),
 }
 
 

@@ -35,6 +35,8 @@ __all__ = [
     "subset",
     "FASHION_CLASSES",
     "DataNotFoundError",
+    "photos",
+    "Photos",
 ]
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -312,3 +314,90 @@ def subset(dataset: TensorImages, n: int, seed: int = 0, stratified: bool = True
         take = n // len(classes) + (1 if rank < n % len(classes) else 0)
         chosen.append(pool[torch.randperm(len(pool), generator=g)[:take]])
     return dataset.subset(torch.cat(chosen).sort().values)
+
+
+# ---------------------------------------------------------------- real colour photos (EfficientNet-Lite0, ImageNet)
+
+PHOTOS_JSON = Path(__file__).with_name("photos.json")
+
+
+@dataclass
+class Photos(TensorImages):
+    """Real colour photos, preprocessed for :func:`zfkit.models.efficientnet_lite0`, with their metadata.
+
+    ``images`` is (N, 3, 224, 224), normalised by :func:`zfkit.efficientnet.preprocess` (``display()``
+    undoes it); ``classes`` are ImageNet's 1000 names; ``targets`` each photo's first correct class and
+    ``correct`` the whole set that counts; ``boxes`` (N, 4) the object's [x0, y0, x1, y1] in pixels
+    (end exclusive); ``names``, ``sources``, ``licences`` and ``notes`` come from ``zfkit/photos.json``.
+    """
+
+    names: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    licences: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    correct: tuple[tuple[int, ...], ...] = ()
+    boxes: torch.Tensor | None = None
+
+    def display(self, images: torch.Tensor | None = None) -> torch.Tensor:
+        """Undo the model's normalisation: pixels back in [0, 1] for plotting."""
+        from .efficientnet import unnormalize
+
+        return unnormalize(self.images if images is None else images)
+
+    def subset(self, indices: Sequence[int] | torch.Tensor) -> "Photos":
+        idx = torch.as_tensor(indices, dtype=torch.long)
+
+        def pick(values):
+            return tuple(values[i] for i in idx.tolist())
+
+        return Photos(self.images[idx], self.targets[idx], self.classes, names=pick(self.names),
+                      sources=pick(self.sources), licences=pick(self.licences), notes=pick(self.notes),
+                      correct=pick(self.correct), boxes=self.boxes[idx])
+
+    def hits(self, logits: torch.Tensor, k: int = 5) -> torch.Tensor:
+        """For (N, 1000) logits of these photos: True where a correct class is among the top ``k``."""
+        top = logits.topk(k, dim=1).indices
+        return torch.tensor([bool(set(t.tolist()) & set(c)) for t, c in zip(top, self.correct)])
+
+
+def photos(names: Sequence[str] | None = None) -> Photos:
+    """The real colour photos reachable offline (inside scikit-image, scikit-learn and matplotlib wheels).
+
+    Eight photos listed in ``zfkit/photos.json`` with source, licence, the ImageNet classes that count
+    as correct and the object's box; ``names`` picks some of them, in that order. A photo whose file
+    changed since its box was measured (SHA-256) triggers a warning.
+    """
+    import importlib.util
+    import json
+    import warnings
+
+    from PIL import Image
+
+    from .efficientnet import imagenet_classes, preprocess
+
+    entries = json.loads(PHOTOS_JSON.read_text(encoding="utf8"))["photos"]
+    by_name = {e["name"]: e for e in entries}
+    names = list(by_name) if names is None else list(names)
+    unknown = [n for n in names if n not in by_name]
+    if unknown or not names:
+        raise ValueError(f"unknown photo name(s) {unknown}; choose from {', '.join(by_name)}")
+    images = []
+    for name in names:
+        e = by_name[name]
+        spec = importlib.util.find_spec(e["package"])
+        path = Path(next(iter(spec.submodule_search_locations)), e["file"]) if spec else None
+        if path is None or not path.is_file():
+            why = "that package is not installed" if path is None else f"{path} is missing"
+            raise DataNotFoundError(f"photo {name!r} is the file {e['file']} of the Python package {e['package']!r}, "
+                                    f"but {why}; install it: pip install {e['pip']}")
+        if hashlib.sha256(path.read_bytes()).hexdigest() != e["sha256"]:
+            warnings.warn(f"{path} differs from the photo whose box and classes were measured; its box may be off",
+                          stacklevel=2)
+        with Image.open(path) as im:
+            images.append(preprocess(im))
+    chosen = [by_name[n] for n in names]
+    correct = tuple(tuple(int(i) for i, _ in e["classes"]) for e in chosen)
+    return Photos(torch.stack(images), torch.tensor([c[0] for c in correct]), imagenet_classes(),
+                  names=tuple(names), sources=tuple(e["source"] for e in chosen),
+                  licences=tuple(e["licence"] for e in chosen), notes=tuple(e.get("note", "") for e in chosen),
+                  correct=correct, boxes=torch.tensor([e["box"] for e in chosen], dtype=torch.long))

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
+from .efficientnet import efficientnet_lite0
 from .lrn import LocalResponseNorm
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "LayerRow",
     "Description",
     "Ensemble",
+    "efficientnet_lite0",
 ]
 
 
