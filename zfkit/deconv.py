@@ -232,32 +232,28 @@ class Deconvnet:
                                  forward, inputs)
 
     def _linear_down(self, op: Op, s: _Signal, forward: _Forward, inputs: list[fx.Node]) -> list[tuple[fx.Node, _Signal]]:
-        """Autograd's backward of a linear op (flatten, view, pooling, padding, ``Linear``): its adjoint."""
-        node, n = op.node, s.g.shape[0]
-        if node.all_input_nodes and any(not isinstance(forward.values.get(a), torch.Tensor) for a in node.all_input_nodes):
-            shapes = self._shapes_for(n, op, forward)
-        else:
-            shapes = forward.values
-        primals = [torch.zeros((n, *forward.values[a].shape[1:]), dtype=s.g.dtype, device=s.g.device) for a in inputs]
+        """Autograd's backward of a linear op (flatten, view, slicing, pooling, ``Linear``): its adjoint.
+
+        The op is replayed on the image batch's shapes, because its other arguments (a
+        ``view(x.size(0), -1)``'s sizes) were computed for that batch; the n selections' signals
+        go through its backward in groups of the batch size (``vmap``).
+        """
+        node = op.node
+        primals = [torch.zeros_like(forward.values[a]) for a in inputs]
 
         def replay(*tensors):
-            env = {**{a: shapes[a] for a in node.all_input_nodes}, **dict(zip(inputs, tensors))}
+            env = {**forward.values, **dict(zip(inputs, tensors))}
             args = fx.node.map_arg(node.args, env.__getitem__)
             kwargs = fx.node.map_arg(node.kwargs, env.__getitem__)
             return self.graph.call(op, args, kwargs)
 
+        n, batch = s.g.shape[0], primals[0].shape[0]
+        groups = -(-n // batch)
+        g = torch.cat([s.g, s.g.new_zeros(groups * batch - n, *s.g.shape[1:])]).unflatten(0, (groups, batch))
         with torch.enable_grad():
             _, vjp = torch.func.vjp(replay, *primals)
-            grads = vjp(s.g)
-        return [(a, _Signal(g)) for a, g in zip(inputs, grads)]
-
-    def _shapes_for(self, n: int, op: Op, forward: _Forward) -> dict:
-        """Non-tensor values (sizes) of ``op``'s inputs as they would be for a batch of ``n``: a
-        ``view(x.size(0), -1)`` replayed on n selections needs n, not the image count."""
-        images = forward.values[self.graph.ops[0].node]
-        meta = torch.empty((n, *images.shape[1:]), device="meta", dtype=images.dtype)
-        skip = lambda o, args, kwargs: 0 if o.kind == "check" else None  # noqa: E731
-        return self.graph.run(meta, [self.graph.ops[self.graph.position[a]] for a in op.node.all_input_nodes], skip)
+            grads = torch.func.vmap(vjp)(g)
+        return [(a, _Signal(grad.flatten(0, 1)[:n])) for a, grad in zip(inputs, grads)]
 
     def _rule(self, s: _Signal, mask: torch.Tensor | None, img: torch.Tensor) -> torch.Tensor:
         if self.rule == "deconvnet":
@@ -274,9 +270,10 @@ class Deconvnet:
 def _refuse_unsupported(path: list[Op]) -> None:
     for op in path:
         if op.kind not in _WALKABLE:
+            supported = ", ".join(k for k in KINDS if k in _WALKABLE - {"input", "check", "shape"})
             raise ValueError(f"Deconvnet cannot reverse {_describe(op)} in {op.where!r}: it has no agreed deconvnet "
-                             "rule. Supported on the way down: " + "; ".join(f"{k}: {v}" for k, v in KINDS.items()
-                                                                             if k in _WALKABLE - {"check", "shape"}))
+                             f"rule. Supported on the way down: {supported} (zfkit.graph.KINDS says how each is "
+                             "reversed); project a layer below it")
 
 
 def _refuse_gates(path: list[Op], values: dict) -> None:

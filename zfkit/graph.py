@@ -46,7 +46,7 @@ KINDS = {
     "add": "the signal goes to every summand",
     "cat": "each input gets its slice of the signal",
     "scale": "multiplication or division by a constant, subtraction: linear (a product of two signals, a gate, is refused)",
-    "linear": "autograd's backward of the linear map (flatten, view, adaptive pooling, Linear, padding, scaling)",
+    "linear": "autograd's backward of the linear map (flatten, view, slicing, adaptive pooling, Linear, padding)",
     "check": "an input check; carries no signal",
     "shape": "a size or shape lookup; carries no signal",
     "unsupported": "no agreed deconvnet rule: projecting through it raises ValueError",
@@ -275,7 +275,7 @@ def _function_kind(node: fx.Node) -> str:
         return "check"
     if t in (F.relu, torch.relu, torch.relu_):
         return "relu"
-    if t is F.relu6 or (t is F.hardtanh and tuple(node.args[1:3]) == (0.0, 6.0)):
+    if t is F.relu6 or (t is F.hardtanh and _hardtanh_range(node) == (0.0, 6.0)):
         return "relu6"
     if t is F.avg_pool2d:
         return "linear"
@@ -289,9 +289,18 @@ def _function_kind(node: fx.Node) -> str:
         return "scale"
     if t in _LINEAR_FUNCTIONS:
         return "linear"
-    if t in (operator.getitem, getattr):
+    if t is operator.getitem:  # slicing a tensor (linear) or indexing a size (no signal)
+        return "linear"
+    if t is getattr:
         return "shape"
     return "unsupported"
+
+
+def _hardtanh_range(node: fx.Node) -> tuple:
+    """``F.hardtanh``'s (min_val, max_val), given by position or, as fx records them, by keyword."""
+    low = node.kwargs.get("min_val", node.args[1] if len(node.args) > 1 else -1.0)
+    high = node.kwargs.get("max_val", node.args[2] if len(node.args) > 2 else 1.0)
+    return (low, high)
 
 
 def _method_kind(node: fx.Node) -> str:
