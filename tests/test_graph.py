@@ -157,3 +157,18 @@ def test_the_trace_is_reused_until_the_module_tree_changes():
 def test_every_kind_is_documented():
     graph = model_graph(_Branches())
     assert {op.kind for op in graph.ops} <= set(KINDS)
+
+
+def test_the_readme_example_runs_offline():
+    """README's "Your own model" example, as a user would paste it: resnet18 with random weights."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Your own model"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert scope["maps"].shape == (2, 2, 3, 224, 224)
+    assert scope["field"].size == 99
+    assert scope["scan"].values.shape == (256, 2)
