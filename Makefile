@@ -1,4 +1,4 @@
-# The two commands a newcomer needs: `make book` and `make test`. Both set everything up first.
+# The commands a newcomer needs: `make book`, `make test` and `make lab`. All set everything up first.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROFILE ?= book
 export PYTHONHASHSEED := 0
 
-.PHONY: setup system book test unit nbval html browser bench clean
+.PHONY: setup system book test lab unit nbval html browser bench clean
 
 setup: $(STAMP) system
 
@@ -35,6 +35,11 @@ system: $(STAMP)
 book: setup
 	$(PY) -m zfkit.notebooks run --profile $(PROFILE)
 	$(MAKE) html
+
+# JupyterLab on copies of the chapters in _build/lab (zfkit/lab.py): PROFILE=ci|book (default: the one whose
+# models are trained), FRESH=1 copies book/ again. Prints the URL to open; Ctrl-C stops it.
+lab: setup
+	$(PY) -m zfkit.lab $(if $(filter file,$(origin PROFILE)),,--profile $(PROFILE)) $(if $(FRESH),--fresh)
 
 html: $(STAMP)
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going

@@ -12,6 +12,10 @@ does the same for the book profile (say, a rerun under another CPU's kernels), a
 ``python -m zfkit.notebooks compare book/results DIR/results`` lists the verdicts that moved. A failing run
 leaves the committed notebook untouched and keeps the executed copy, traceback included, under
 ``_build/executed/``.
+
+The kernels run headless (``$ZFKIT_HEADLESS``): explorers store their figure and a one-line note,
+not controls, and the zoo trains without announcing it in the notebook. An executed notebook keeps no widgets (:func:`strip_widgets`), since a stored widget
+needs the kernel that made it: JupyterLab would show "Error displaying widget: model not found".
 """
 
 from __future__ import annotations
@@ -26,9 +30,12 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["pages", "chapters", "run_notebook", "main"]
+__all__ = ["pages", "chapters", "run_notebook", "strip_widgets", "main"]
 
 SOURCE_SUFFIXES = (".ipynb", ".md", ".rst")
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+#: Set (non-empty) for the kernels this runner starts: no browser shows them, and what they display is stored.
+HEADLESS_ENV = "ZFKIT_HEADLESS"
 
 
 def _toc_files(entry: dict) -> Iterator[str]:
@@ -70,13 +77,26 @@ def chapters(toc_path: str | Path = "_toc.yml") -> list[Path]:
     return [path for path in pages(toc_path) if path.suffix == ".ipynb"]
 
 
+def strip_widgets(nb: dict) -> None:
+    """Remove the widget state (``metadata.widgets``) and every widget output from notebook ``nb``, in place.
+
+    Their models live in the kernel that made them, so once it is gone they can only show an error
+    (explorers, and tqdm's bars); what matters stays: figures, text and the explorers' notes. Works
+    on plain dicts, as JupyterLab's save hook passes them.
+    """
+    nb.get("metadata", {}).pop("widgets", None)
+    for cell in nb.get("cells", []):
+        if "outputs" in cell:
+            cell["outputs"] = [o for o in cell["outputs"] if WIDGET_VIEW not in o.get("data", {})]
+
+
 def _tidy(path: Path) -> None:
     """Drop papermill's ``injected-parameters`` cell and its per-cell timing metadata.
 
     Left in place, the injected cell would pin the profile for every later run: nbval
     (``ZFKIT_PROFILE=ci``) and a reader in JupyterLab would silently re-run the ``book`` profile.
     Papermill's timestamps would make every re-run a diff of every cell. The parameters stay
-    recorded in ``metadata.papermill.parameters``.
+    recorded in ``metadata.papermill.parameters``. Widgets go too (:func:`strip_widgets`).
     """
     import nbformat
 
@@ -86,6 +106,7 @@ def _tidy(path: Path) -> None:
         for key in ("papermill", "execution"):
             cell.metadata.pop(key, None)
     nb.metadata["papermill"] = {"parameters": nb.metadata["papermill"]["parameters"]}
+    strip_widgets(nb)
     nbformat.write(nb, path)
 
 
@@ -130,7 +151,8 @@ def _run(args: argparse.Namespace) -> int:
     scratch = root / "_build" / "executed"
     in_place = args.profile == "book" and args.out is None
     outputs = Path(args.out).resolve() if args.out else root / "_build" / args.profile
-    with _environment(RESULTS_ENV, str(root / "book" / "results" if in_place else outputs / "results")):
+    with _environment(RESULTS_ENV, str(root / "book" / "results" if in_place else outputs / "results")), \
+            _environment(HEADLESS_ENV, "1"):
         return _run_chapters(_select(chapters(toc), args.only), args.profile, scratch, None if in_place else outputs,
                              toc.parent)
 

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Profile", "get", "NAMES", "BOOK_RECIPE"]
+__all__ = ["Profile", "get", "NAMES", "BOOK_RECIPE", "TRAIN_COST_CPU"]
+
+#: Where the profiles' ``train_cost`` was measured (2 threads, bf16 autocast, from the zoo's run.json records).
+TRAIN_COST_CPU = "a 2-core AMD EPYC"
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,10 @@ class Profile:
     # Recipe fields for the profile's own full-length runs (the zoo's main models, the train CLI);
     # runs on a shorter budget keep the Recipe defaults.
     recipe: dict = field(default_factory=dict)
+    # Measured training cost of the zoo's zfnet-mini, in CPU-thread seconds per 1,000 training images
+    # and epoch (validation included): zfkit.zoo scales it to a run's images, epochs and threads to
+    # say how long a model it must train will take. None: never trained implicitly (paper).
+    train_cost: float | None = None
 
 
 #: How the book's main networks reach their accuracy in 12 CPU-minutes (16 epochs; measured by
@@ -48,12 +55,14 @@ _PROFILES = {
         name="ci", dataset="fashion-mnist", model="zfnet_mini", input_size=32, in_channels=1, num_classes=10,
         width=0.5, epochs=2, batch_size=128, train_subset=2000, test_subset=500, seed=0,
         notes="tiny deterministic subsets and a half-width ZFNet-mini: proves the code paths, not the science",
+        train_cost=0.46,  # 0.92 s for 2,000 images x 2 epochs on 2 threads of TRAIN_COST_CPU
     ),
     "book": Profile(
         name="book", dataset="fashion-mnist", model="zfnet_mini", input_size=32, in_channels=1, num_classes=10,
         width=1.0, epochs=16, batch_size=128, train_subset=None, test_subset=None, seed=0,
         notes="Fashion-MNIST 60k/10k padded to 32x32, ZFNet-mini; what the published book shows",
         recipe=BOOK_RECIPE,
+        train_cost=1.41,  # 10.3 min for 55,000 images x 16 epochs on 2 threads of TRAIN_COST_CPU
     ),
     "paper": Profile(
         name="paper", dataset="imagenet", model="zfnet", input_size=224, in_channels=3, num_classes=1000,

@@ -54,10 +54,12 @@ from torch.utils.data import Dataset
 
 from . import data, models, profiles
 from .models import init_he
+from .notebooks import HEADLESS_ENV
 from .checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint
 from .train import Recipe, cpu_name, evaluate, fit
 
-__all__ = ["load", "metrics", "checkpoints", "prepare", "Prepared", "cache_dir", "entry_dir", "NAMES", "PAPER_NAMES"]
+__all__ = ["load", "metrics", "checkpoints", "prepare", "Prepared", "cache_dir", "entry_dir", "training_seconds",
+           "training_notice", "NAMES", "PAPER_NAMES"]
 
 # Fan-ins of ZFNet's eight weight layers (Fig. 3): 3x7x7, 96x5x5, 256x3x3, 384x3x3, 384x3x3, 6x6x256, 4096, 4096.
 ZFNET_FAN_IN = {"conv1": 147, "conv2": 2400, "conv3": 2304, "conv4": 3456, "conv5": 3456,
@@ -329,7 +331,8 @@ def load(name: str, profile="book", seed: int | None = None, progress: bool = Tr
     """The trained model ``name`` for ``profile``, in eval mode on the CPU.
 
     Loaded from the cache when present and intact (hashes verified); otherwise trained
-    deterministically (with a progress bar) and stored. Several seeds (``seed=``) give an ensemble.
+    deterministically (announced by :func:`training_notice`, then a progress bar) and stored.
+    Several seeds (``seed=``) give an ensemble.
     """
     folder = entry_dir(name, profile, seed)
     profile = profiles.get(profile)
@@ -343,9 +346,42 @@ def load(name: str, profile="book", seed: int | None = None, progress: bool = Tr
     expected = {"arch": model.spec.to_dict(), "recipe": asdict(recipe), "pixel_range": ENTRIES[name].pixel_range}
     model = _load_cached(folder, expected)
     if model is None:
-        _train_into(folder, prepare(name, profile, seed), progress)
+        run = prepare(name, profile, seed)
+        if progress and not os.environ.get(HEADLESS_ENV):  # a headless run would store the line in its notebook
+            print(training_notice(run, folder), flush=True)
+        _train_into(folder, run, progress)
         model = _load_cached(folder)
     return model.eval()
+
+
+def training_seconds(run: Prepared, threads: int | None = None) -> float | None:
+    """Expected seconds to train ``run`` on ``threads`` CPU threads (default: torch's), None when unknown.
+
+    The profile's ``train_cost``, measured for zfnet-mini on :data:`zfkit.profiles.TRAIN_COST_CPU`,
+    times the run's images and epochs, over the threads: linear in all three, which another CPU,
+    bf16 units or a busy machine will not match exactly. The short-budget models measured 0.4-0.7
+    times that cost per image on that CPU, so theirs is an upper estimate.
+    """
+    cost = run.profile.train_cost
+    if cost is None:
+        return None
+    return cost * len(run.train) * run.recipe.epochs / 1000 / (threads or torch.get_num_threads())
+
+
+def _about(seconds: float) -> str:
+    return f"about {max(1, round(seconds))} s" if seconds < 90 else f"about {round(seconds / 60)} min"
+
+
+def training_notice(run: Prepared, folder: Path, threads: int | None = None) -> str:
+    """The sentence :func:`load` prints before training: which model, how long here, where it is kept.
+
+    A chapter's first run may train for minutes inside the kernel; a bare progress bar does not say why.
+    """
+    threads = threads or torch.get_num_threads()
+    seconds = training_seconds(run, threads)
+    took = "" if seconds is None else (f": {_about(seconds)} on this machine's {threads} thread{'s' * (threads > 1)} "
+                                      f"(scaled from {profiles.TRAIN_COST_CPU})")
+    return f"Training {run.name} (profile {run.profile.name}) first{took}; cached for next time in {folder}."
 
 
 def metrics(name: str, profile="book", seed: int | None = None) -> dict:
