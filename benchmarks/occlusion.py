@@ -9,7 +9,10 @@ positions) and reported in positions/s. Also: approximate mode's speed and its e
 exact sweep, the multiply-accumulate floor of the incremental recomputation (recomputed conv
 windows + classifier per position) and the fraction of this CPU's measured conv throughput that
 each method achieves. A plain batched forward pass (full recomputation without Captum's overhead)
-is shown as a second reference. Prints a table; asserts nothing.
+is shown as a second reference. Then ResNet-18 (random torchvision weights), which zfkit sweeps by
+whole forward passes (16 occluded images per pass): zfkit's three maps and projection against
+Captum's p(target) map with ``perturbations_per_eval=16``, the same patch, stride and baseline,
+both timed on every position. Prints a table; asserts nothing.
 
 On a machine whose cores other jobs share, ``--threads 1 --cpu-time`` gives steadier numbers.
 """
@@ -21,10 +24,12 @@ import os
 import time
 
 import torch
+import torchvision
 from captum.attr import Occlusion
 
 from zfkit import models
-from zfkit.occlusion import APPROXIMATE_RATIO, occlusion
+from zfkit.occlusion import APPROXIMATE_RATIO, FULL_BATCH, occlusion
+from zfkit.train import cpu_name
 
 
 def best_of(fn, clock, repeat: int = 1) -> float:
@@ -77,6 +82,28 @@ def plain_positions_per_s(model, image, clock) -> float:
         return 64 / best_of(lambda: model(batch), clock)
 
 
+def resnet18_row(clock, size: int = 224, patch: int = 35, stride: int = 16) -> None:
+    """zfkit's whole-pass sweep of ResNet-18 against Captum's Occlusion on the same positions."""
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    image = torch.randn(3, size, size)
+    with torch.no_grad():
+        target = int(model(image[None]).argmax())
+    occlusion(model, image, target, patch, stride, layer="layer4")  # warm-up: traces the model once
+    t_zfkit = best_of(lambda: occlusion(model, image, target, patch, stride, layer="layer4"), clock)
+    occ = Occlusion(lambda x: model(x).softmax(-1))
+    with torch.no_grad():
+        t_captum = best_of(lambda: occ.attribute(image[None], sliding_window_shapes=(3, patch, patch),
+                                                 strides=(3, stride, stride), baselines=0.0, target=target,
+                                                 perturbations_per_eval=FULL_BATCH), clock)
+    n = len(range(0, size - patch + 1, stride)) ** 2
+    print(f"ResNet-18 {size}x{size}: {n} positions (patch {patch}, stride {stride}), layer4, whole forward passes")
+    print(f"  {'method':42} {'seconds':>8} {'pos/s':>8}")
+    print(f"  {f'Captum Occlusion, perturbations_per_eval={FULL_BATCH}':42} {t_captum:8.2f} {n / t_captum:8.1f}")
+    print(f"  {f'zfkit (3 maps + projection), batch {FULL_BATCH}':42} {t_zfkit:8.2f} {n / t_zfkit:8.1f}")
+    print(f"  zfkit / Captum speed: {t_captum / t_zfkit:.2f}x (target >= 1)\n")
+
+
 def row(name: str, macs: float, per_s: float, captum: float, target: str, peak: float) -> str:
     return (f"{name:22} {per_s:9.1f} {per_s / captum:7.1f}x {target:>7} {macs / 1e6:10.1f} "
             f"{macs * per_s / peak:7.0%}")
@@ -87,12 +114,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--cpu-time", action="store_true",
                         help="time by process CPU time instead of wall time (fairer on a shared machine; use with --threads 1)")
+    parser.add_argument("--only", choices=("paper-nets", "resnet18"), default=None, help="run one part only")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     clock = time.process_time if args.cpu_time else time.perf_counter
     torch.manual_seed(0)
     peak = conv_peak_macs_per_s(clock)
+    print(f"CPU: {cpu_name()}")
     print(f"conv throughput here: {peak / 1e9:.1f} GMAC/s, torch threads: {torch.get_num_threads()}, "
           f"timed by {'process CPU' if args.cpu_time else 'wall'} time, load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} cores\n")
@@ -100,7 +129,8 @@ def main() -> None:
         ("ZFNet-224", he_init(models.zfnet()), 224, 35, 8, 32, "2x", "5x", 1),
         ("ZFNet-mini 32x32", he_init(models.zfnet_mini()), 32, 8, 2, 2, "", "", 3),
     ]
-    for title, model, size, patch, stride, captum_stride, exact_goal, approx_goal, repeat in setups:
+    for title, model, size, patch, stride, captum_stride, exact_goal, approx_goal, repeat in \
+            (setups if args.only != "resnet18" else []):
         image = torch.randn(model.in_channels, size, size)
         with torch.no_grad():
             target = int(model(image[None]).argmax())
@@ -124,6 +154,8 @@ def main() -> None:
         agree = (approx.top_class == exact.top_class).float().mean()
         print(f"  approx error: max |dp| = {(approx.prob - exact.prob).abs().max():.2e} (target <= 0.02), "
               f"max |d activity| / max activity = {rel:.3f}, top class agrees at {agree:.0%} of positions\n")
+    if args.only != "paper-nets":
+        resnet18_row(clock)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from helpers import random_mini
-from zfkit import data, models, profiles, zoo
+from zfkit import data, models, profiles, sanity, zoo
 from zfkit.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from zfkit.correspondence import correspondence, part_masks
 from zfkit.data import DataNotFoundError, TensorImages
@@ -201,14 +201,37 @@ BAD_CALLS = [
                  ValueError, "the model expects 32x32 images, got 28x28", id="topk-image-size"),
     pytest.param(lambda c: topk(c.model, c.dataset(c.images_with(float("nan"))), "conv1", k=1, progress=False),
                  ValueError, "images contain NaN or infinite pixels", id="topk-nan-pixels"),
+    pytest.param(lambda c: topk(c.model, c.dataset(c.images.double()), "conv1", k=1, progress=False), ValueError,
+                 "images are float64 on cpu but the model's weights are float32 on cpu", id="topk-images-dtype-differs"),
+    pytest.param(lambda c: occlusion(c.model, c.images[0].double(), 0, 8, 4), ValueError,
+                 "images are float64 on cpu but the model's weights are float32 on cpu",
+                 id="occlusion-images-dtype-differs"),
 
     # layer names and models
     pytest.param(lambda c: Deconvnet(c.model).project(c.images, "conv6"), ValueError,
                  "unknown layer 'conv6' in ConvNet; close matches: conv5, conv4", id="unknown-layer"),
     pytest.param(lambda c: receptive_field(c.model, "conv6"), ValueError, "unknown layer 'conv6'",
                  id="unknown-layer-receptive-field"),
-    pytest.param(lambda c: resolve(c.model, nn.ReLU()), ValueError,
-                 "is not a direct child of model.features or model.classifier", id="layer-module-not-in-model"),
+    pytest.param(lambda c: resolve(nn.Sequential(nn.Conv2d(1, 2, 3)), "0"), ValueError,
+                 "is not a direct child of model.features or model.classifier", id="resolve-outside-features"),
+    pytest.param(lambda c: Deconvnet(c.model).project(c.images, nn.ReLU()), ValueError,
+                 "the module ReLU is not part of this ConvNet", id="layer-module-not-in-model"),
+    pytest.param(lambda c: occlusion(c.model, c.images[0], 0, 8, 4, layer="conv6"), ValueError,
+                 "unknown layer 'conv6' in ConvNet; close matches: conv5", id="occlusion-unknown-layer"),
+    pytest.param(lambda c: topk(c.model, c.data, "conv6", progress=False), ValueError,
+                 "unknown layer 'conv6' in ConvNet; close matches: conv5", id="topk-unknown-layer"),
+    pytest.param(lambda c: receptive_field(_Upsampling(), "up", (1, 8, 8)), ValueError,
+                 "receptive_field cannot tell which input positions Upsample module 'up' in 'up' reads",
+                 id="receptive-field-unknown-op"),
+    pytest.param(lambda c: receptive_field(nn.Sequential(nn.Conv2d(1, 2, (3, 5))), "0", (1, 8, 8)), ValueError,
+                 "the receptive field of '0' differs between rows (3 px, jump 1) and columns (5 px, jump 1)",
+                 id="receptive-field-not-square"),
+    pytest.param(lambda c: receptive_field(_Sized(), "size", (1, 8, 8)), ValueError,
+                 "layer 'size' does not depend on the image's pixels", id="receptive-field-of-a-size"),
+    pytest.param(lambda c: invariance(_TwoOutputs(), c.images, [0, 1], "rotate", [10], layers=["conv"]), ValueError,
+                 "_TwoOutputs returns tuple, not one tensor of logits (B, classes)", id="model-returns-a-tuple"),
+    pytest.param(lambda c: sanity.weight_layers(nn.Sequential(nn.ReLU())), ValueError,
+                 "Sequential calls no Conv2d or Linear layer: nothing to randomise", id="sanity-no-weight-layers"),
     pytest.param(lambda c: Deconvnet(_Untraceable()), ValueError, "zfkit cannot trace _Untraceable with torch.fx",
                  id="model-untraceable"),
     pytest.param(lambda c: Deconvnet(nn.Sequential(nn.Conv2d(1, 2, 3), nn.SiLU())).project(c.images, "1"), ValueError,
@@ -255,6 +278,9 @@ BAD_CALLS = [
                  "the dataset is empty", id="topk-empty-dataset"),
     pytest.param(lambda c: topk(c.model, c.data, "conv1", k=2, batch_size=0, progress=False), ValueError,
                  "batch_size must be a positive int, got 0", id="topk-batch-size-zero"),
+    pytest.param(lambda c: topk(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(2)), c.data, "1", k=1, progress=False),
+                 ValueError, "layer '1' outputs (12, 4, 900); topk ranks units of (B, C) or (B, C, H, W) outputs",
+                 id="topk-layer-of-other-rank"),
     pytest.param(lambda c: top_projections(c.model, TensorDataset(c.data.images, c.data.targets), "conv1", 0, k=2,
                                            progress=False),
                  ValueError, "top_projections needs a dataset holding its images as .images", id="panels-plain-dataset"),
@@ -278,7 +304,13 @@ BAD_CALLS = [
     pytest.param(lambda c: occlusion(c.model, c.images[0], 0, patch=8, stride=4, channel=24), ValueError,
                  "channel must be an int in 0 … 23, got 24", id="occlusion-channel-out-of-range"),
     pytest.param(lambda c: occlusion(c.model, c.images[0], 0, patch=8, stride=4, layer="fc7"), ValueError,
-                 "occlusion maps the activity of a feature map of model.features", id="occlusion-classifier-layer"),
+                 "layer 'fc7' has no spatial output (shape (1, 512)); occlusion maps the activity of a feature map",
+                 id="occlusion-classifier-layer"),
+    pytest.param(lambda c: occlusion(_TINY, c.images[0], 0, patch=8, stride=4, layer="1", approximate=True),
+                 ValueError, "approximate= applies to the incremental engine", id="occlusion-approximate-full-passes"),
+    pytest.param(lambda c: occlusion(nn.Sequential(nn.Conv2d(1, 4, 3)), c.images[0], 0, patch=8, stride=4, layer="0"),
+                 ValueError, "Sequential returns (1, 4, 30, 30), not one tensor of logits (B, classes)",
+                 id="occlusion-model-returns-maps"),
     pytest.param(lambda c: occlusion(c.model, c.images[0], 0, patch=8, stride=4, fill=float("nan")), ValueError,
                  "fill must be a finite number", id="occlusion-fill-nan"),
     pytest.param(lambda c: occlusion(c.model, c.images[0], 0, patch=8, stride=4, approximate=2), ValueError,
@@ -385,7 +417,10 @@ BAD_CALLS = [
     pytest.param(lambda c: ReceptiveFieldExplorer(c.model, c.images), ValueError, "image must be one (C, H, W) tensor",
                  id="widget-rf-batch"),
     pytest.param(lambda c: ReceptiveFieldExplorer(c.model, c.images[0], layer="fc6"), ValueError,
-                 "layer 'fc6' is not a convolution or pooling of model.features", id="widget-rf-layer"),
+                 "layer 'fc6' is not among the explorer's layers conv1, pool1", id="widget-rf-layer"),
+    pytest.param(lambda c: ReceptiveFieldExplorer(c.model, c.images[0], layer="fc6", layers=["conv1", "fc6"]),
+                 ValueError, "layer 'fc6' has no spatial output (shape (512,)); an explorer shows feature maps",
+                 id="widget-layer-without-maps"),
     pytest.param(lambda c: LayerExplorer(c.model, c.data, layer="fc6"), ValueError,
                  "layer 'fc6' is not among the explorer's layers", id="widget-layer-not-offered"),
     pytest.param(lambda c: OcclusionExplorer(c.model, c.data, patch=0), ValueError, "patch must be an int in 1 … 32",
@@ -410,6 +445,48 @@ def test_the_table_is_distinct_and_large():
     ids = [p.id for p in BAD_CALLS]
     assert len(ids) == len(set(ids)) >= 30
     assert all(re.fullmatch(r"[a-z0-9-]+", i) for i in ids)
+
+
+_TINY = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+
+
+class _Upsampling(nn.Module):
+    """A convolution then nearest-neighbour upsampling, whose geometry receptive_field does not know."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.up = nn.Conv2d(1, 2, 3), nn.Upsample(scale_factor=2)
+
+    def forward(self, x):
+        return self.up(self.conv(x))
+
+
+class _Size(nn.Module):
+    def forward(self, x):
+        return x.size(-1)
+
+
+class _Sized(nn.Module):
+    """A layer ("size") that returns a number read off the input's shape, not its pixels."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.size = nn.Conv2d(1, 2, 3), _Size()
+
+    def forward(self, x):
+        return self.conv(x) * self.size(x)
+
+
+class _TwoOutputs(nn.Module):
+    """A forward that returns two tensors instead of one tensor of logits."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return y, y
 
 
 class _Untraceable(nn.Module):

@@ -20,7 +20,7 @@ def test_rms_and_dominance_closed_form():
 
 
 def test_dead_filters_counts_maps_that_never_fire():
-    model = nn.Module()
+    model = nn.Sequential()
     model.features = nn.Sequential(nn.Conv2d(1, 3, 1), nn.ReLU())
     with torch.no_grad():
         model.features[0].weight[:, 0, 0, 0] = torch.tensor([1.0, -1.0, 0.0])

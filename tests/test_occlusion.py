@@ -14,6 +14,7 @@ from zfkit import models
 from zfkit.deconv import Deconvnet
 from zfkit.layers import resolve
 from zfkit.occlusion import occlusion
+from zfkit.topk import layer_activations
 
 
 def _randomised(model, std=None):
@@ -43,6 +44,21 @@ def full_recomputation(model, image, target, patch, stride, layer, channel, fill
         p = model(batch).softmax(-1)
     shape = (len(ys), len(xs))
     return activity.view(shape), p[:, target].view(shape), p.argmax(-1).view(shape), p
+
+
+def full_recomputation_by_graph(model, image, target, patch, stride, layer, channel, fill=0.0):
+    """The same maps for any traceable model: each occluded image through the whole model, one at a time."""
+    ys, xs = range(0, image.shape[-2] - patch + 1, stride), range(0, image.shape[-1] - patch + 1, stride)
+    activity, probs = [], []
+    for y, x in ((y, x) for y in ys for x in xs):
+        occluded = image.clone()
+        occluded[:, y:y + patch, x:x + patch] = fill
+        with torch.no_grad():
+            activity.append(layer_activations(model, occluded[None], layer)[0, channel].sum())
+            probs.append(model(occluded[None]).softmax(-1)[0])
+    p = torch.stack(probs)
+    shape = (len(ys), len(xs))
+    return torch.stack(activity).view(shape), p[:, target].view(shape), p.argmax(-1).view(shape), p
 
 
 @cache
@@ -200,7 +216,7 @@ GOOD = torch.zeros(1, 32, 32)
     (dict(image=torch.full((1, 32, 32), float("nan"))), "NaN"),
     (dict(image=torch.zeros(1, 32, 32, dtype=torch.long)), "floating point"),
     (dict(layer="conv9"), "unknown layer 'conv9'"),
-    (dict(layer="fc7"), "model.classifier"),
+    (dict(layer="fc7"), "'fc7' has no spatial output"),
     (dict(fill=float("inf")), "fill must be a finite number"),
     (dict(approximate=1.5), r"ratio in \(0, 1\]"),
     (dict(channel=999), "channel must be"),
@@ -211,10 +227,16 @@ def test_bad_input_is_explained(kwargs, words):
         occlusion(**args)
 
 
-def test_unsupported_layer_is_named():
+def test_features_the_incremental_engine_cannot_recompute_get_whole_forward_passes():
+    torch.manual_seed(0)
     model = _Stack(nn.Sequential(nn.Conv2d(1, 2, 3), nn.AvgPool2d(2)), 2 * 7 * 7).eval()
-    with pytest.raises(ValueError, match="AvgPool2d"):
-        occlusion(model, torch.zeros(1, 16, 16), 0, 4, 4, layer=model.features[0])
+    image = torch.randn(1, 16, 16)
+    r = occlusion(model, image, 1, 4, 4, layer=model.features[0])
+    activity, prob, *_ = full_recomputation_by_graph(model, image, 1, 4, 4, model.features[0], r.channel)
+    assert r.macs == r.full_macs  # whole passes: nothing saved, nothing approximated
+    assert torch.allclose(r.activity, activity, rtol=1e-5, atol=1e-5) and torch.allclose(r.prob, prob, atol=1e-6)
+    with pytest.raises(ValueError, match="approximate= applies to the incremental engine"):
+        occlusion(model, image, 1, 4, 4, layer=model.features[0], approximate=True)
 
 
 # ---------------------------------------------------------------- reading a sweep: covered, drop_overlap, object_sensitivity

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from zfkit import models, viz, widgets  # noqa: E402
+from zfkit.notebooks import HEADLESS_ENV  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -139,9 +140,30 @@ def test_controls_update_the_displayed_figure(explorer, recorder):
     assert recorder.updates == [explorer.figure] and _box(recorder.updates[0]).get_width() == 75
 
 
-def test_outside_a_kernel_only_the_figure_is_shown(explorer, recorder):
+def test_outside_a_kernel_the_figure_is_shown_with_a_note_on_how_to_explore(explorer, recorder):
     explorer._ipython_display_()
-    assert len(recorder.shown) == 1 and isinstance(recorder.shown[0], Figure)
+    assert len(recorder.shown) == 2 and isinstance(recorder.shown[0], Figure)
+    note = recorder.shown[1]
+    assert isinstance(note, widgets.Note) and "\n" not in note.text
+    assert "`make lab`" in note.text and "a layer and a unit" in note.text
+    assert repr(note) == note._repr_markdown_() == note.text  # the same line in JupyterLab, HTML and a terminal
+
+
+def test_live_controls_come_with_a_one_line_hint(explorer, recorder):
+    explorer.show(live=True)
+    assert [type(x) for x in recorder.shown] == [Figure, widgets.Controls, widgets.Note]
+    assert recorder.shown[2].text.startswith("Explorer: pick a layer and a unit") and "\n" not in recorder.shown[2].text
+
+
+def test_a_headless_kernel_gets_the_note_not_the_controls(explorer, recorder, monkeypatch):
+    """The book's runner sets ZFKIT_HEADLESS: its stored notebooks carry no controls that cannot be redrawn."""
+    monkeypatch.setattr(widgets, "_in_kernel", lambda: True)
+    monkeypatch.setenv(HEADLESS_ENV, "1")
+    explorer.show()
+    assert [type(x) for x in recorder.shown] == [Figure, widgets.Note] and "make lab" in recorder.shown[1].text
+    monkeypatch.delenv(HEADLESS_ENV)
+    explorer.show()
+    assert isinstance(recorder.shown[3], widgets.Controls)
 
 
 def test_a_minimal_explorer_subclass_gets_the_whole_mechanism(recorder):
@@ -157,7 +179,9 @@ def test_a_minimal_explorer_subclass_gets_the_whole_mechanism(recorder):
     explorer = Title()
     explorer.show(live=False)
     explorer.controls["n"].value = 4
-    assert [f.axes[0].get_title() for f in recorder.shown + recorder.updates] == ["n=1", "n=4"]
+    figures = [f for f in recorder.shown + recorder.updates if isinstance(f, Figure)]
+    assert [f.axes[0].get_title() for f in figures] == ["n=1", "n=4"]
+    assert recorder.shown[-1].text.endswith("to pick its settings.")
 
 
 def test_works_on_torchvision_alexnet():
@@ -170,7 +194,8 @@ def test_works_on_torchvision_alexnet():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"layer": "fc6"}, "convolution or pooling"),
+    ({"layer": "fc6"}, "not among the explorer's layers conv1, pool1, conv2"),
+    ({"layer": "fc6", "layers": ["conv1", "fc6"]}, "'fc6' has no spatial output"),
     ({"layer": "conv5", "unit": (13, 0)}, "outside"),
 ])
 def test_bad_arguments_name_the_valid_choices(zf, photo, kwargs, message):
@@ -265,3 +290,24 @@ def test_occlusion_explorer_bad_arguments(occlusion_setup, kwargs, words):
         widgets.OcclusionExplorer(model, ds, **kwargs)
     with pytest.raises(ValueError, match="TensorImages"):
         widgets.OcclusionExplorer(model, [(torch.zeros(1, 32, 32), 0)])
+
+
+def test_explorers_take_any_cnn_and_its_layer_names():
+    """Issue #17: a ResNet's blocks and convolutions in the dropdowns, its last convolution for occlusion."""
+    from zfkit.data import TensorImages
+
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=4).eval()
+    ds = TensorImages(torch.randn(6, 3, 64, 64), torch.arange(6) % 4, tuple("abcd"))
+    fields = widgets.ReceptiveFieldExplorer(model, ds.images[0], layer="layer1", layers=["layer1", "layer2"])
+    assert fields.field.size == 43 and fields.controls["x"].max == 15
+    fields.controls["layer"].value = "layer2"
+    assert fields.field.size == 99 and fields.controls["x"].max == 7
+    default = widgets.ReceptiveFieldExplorer(model, ds.images[0])
+    assert default.controls["layer"].options[:2] == ("conv1", "maxpool") and default.layer == "layer4.1.conv2"
+    maps = widgets.LayerExplorer(model, ds, layers=["layer1", "layer3"], k=2)
+    assert maps.widths == {"layer1": 64, "layer3": 256}
+    assert "layer1 map 0" in maps.redraw().subfigs[0]._suptitle.get_text()
+    sweep = widgets.OcclusionExplorer(model, ds, patch=32, stride=16)
+    assert sweep.layer == "layer4.1.conv2" and sweep.result.activity.shape == (3, 3)

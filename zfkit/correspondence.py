@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from .invariance import capture
-from .layers import resolve
+from .checks import check_images
+from .graph import model_graph
 from .verdicts import bootstrap_noise, share_noise, standard_error
 
 __all__ = ["Delta", "CorrespondenceResult", "correspondence", "sign_disagreement", "random_masks", "PARTS",
@@ -68,12 +69,11 @@ def correspondence(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, 
     (R, N, H, W) — e.g. from :func:`random_masks` — gives the random-part row of Table 1,
     pooling the pairs of all R draws.
     """
-    if not isinstance(images, torch.Tensor) or images.dim() != 4 or not torch.is_floating_point(images):
-        raise ValueError("images must be a floating-point batch (N, C, H, W)")
+    check_images(images, model)
     if len(images) < 2:
         raise ValueError(f"correspondence compares images in pairs: give at least 2 images, got {len(images)}")
     layers = [layers] if isinstance(layers, (str, nn.Module)) else list(layers)
-    names = [resolve(model, layer).name for layer in layers]
+    names = [model_graph(model).layer(layer).name for layer in layers]
     masks = _check_masks(masks, images, "masks")
     delta = _delta(model, images, masks[None], layers, fill)
     baseline = None

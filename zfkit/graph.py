@@ -151,24 +151,31 @@ class ModelGraph:
 
     # ------------------------------------------------------------ execution
 
-    def run(self, images: torch.Tensor, until: Sequence[Op], step: Callable | None = None) -> dict[fx.Node, object]:
+    def run(self, images: torch.Tensor, until: Sequence[Op], step: Callable | None = None,
+            keep: bool = True) -> dict[fx.Node, object]:
         """Run the forward pass as far as ``until`` needs; every computed node's value, by node.
 
         ``step(op, args, kwargs)`` may compute an op itself (return its output) or return None for
         the default; engines use it to record switches and masks, the oracle to swap backwards.
+        ``keep=False`` frees each value once the last op that reads it has run, as a plain forward
+        pass does, and returns ``until``'s values only: a batch then holds a few layers at a time.
         """
         needed: set[fx.Node] = set()
         for target in until:
             needed.update(o.node for o in self.ancestors(target))
         env: dict[fx.Node, object] = {}
         last = max(self.position[n] for n in (t.node for t in until))
-        for op in self.ops[: last + 1]:
-            if op.node not in needed:
-                continue
+        ops = [op for op in self.ops[: last + 1] if op.node in needed]
+        last_reader = {} if keep else {a: op.node for op in ops for a in op.node.all_input_nodes}
+        wanted = {t.node for t in until}
+        for op in ops:
             args = fx.node.map_arg(op.node.args, env.__getitem__)
             kwargs = fx.node.map_arg(op.node.kwargs, env.__getitem__)
             out = step(op, args, kwargs) if step is not None else None
             env[op.node] = self._execute(op, args, kwargs, images) if out is None else out
+            for a in op.node.all_input_nodes:
+                if last_reader.get(a) is op.node and a not in wanted:
+                    del env[a]
         return env
 
     def call(self, op: Op, args, kwargs):

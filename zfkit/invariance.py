@@ -14,12 +14,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import torch
-import torchvision.transforms.v2.functional as TF
 from torch import nn
-from torchvision.transforms import InterpolationMode
 
 from .checks import check_images
-from .layers import resolve
+from .graph import model_graph
+from .layers import output_op
 from .verdicts import bootstrap_noise
 
 __all__ = ["KINDS", "InvarianceResult", "invariance", "transform", "capture", "magnitude", "Growth", "growth",
@@ -48,6 +47,11 @@ def transform(images: torch.Tensor, kind: str, amount: float, fill: float = 0.0)
     Scaling resizes (antialiased) and centre-crops or pads back to the original size, so the
     object grows or shrinks about the image centre, as in Fig. 5.
     """
+    # imported here: torchvision's transforms pull in torchvision.models and torch._dynamo, which
+    # would double `import zfkit`'s time (zfkit re-exports invariance)
+    import torchvision.transforms.v2.functional as TF
+    from torchvision.transforms import InterpolationMode
+
     _check_kind(kind)
     h, w = images.shape[-2:]
     _check_amount(kind, amount, h)
@@ -67,23 +71,17 @@ def transform(images: torch.Tensor, kind: str, amount: float, fill: float = 0.0)
 
 def capture(model: nn.Module, images: torch.Tensor, layers: Sequence[str | nn.Module]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Flattened activations (B, D) of each layer, keyed by layer name, and the logits: one forward pass."""
-    resolved = [resolve(model, layer) for layer in layers]
-    store: dict[str, torch.Tensor] = {}
-
-    def keep(name):
-        return lambda module, inputs, output: store.__setitem__(name, output.detach().flatten(1).clone())
-
-    hooks = [r.module.register_forward_hook(keep(r.name)) for r in resolved]
+    graph = model_graph(model)
+    chosen = [graph.layer(layer) for layer in layers]
+    returned = output_op(graph)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            logits = model(images)
+            values = graph.run(images, [c.op for c in chosen] + [returned], keep=False)
     finally:
         model.train(was_training)
-        for h in hooks:
-            h.remove()
-    return {r.name: store[r.name] for r in resolved}, logits
+    return {c.name: values[c.op.node].flatten(1) for c in chosen}, values[returned.node]
 
 
 def invariance(model: nn.Module, images: torch.Tensor, labels, kind: str, amounts: Sequence[float],
@@ -110,7 +108,7 @@ def invariance(model: nn.Module, images: torch.Tensor, labels, kind: str, amount
     layers = [layers] if isinstance(layers, (str, nn.Module)) else list(layers)
     if not layers:
         raise ValueError("layers is empty; name at least one layer, e.g. ('conv1', 'fc7')")
-    names = [resolve(model, layer).name for layer in layers]
+    names = [model_graph(model).layer(layer).name for layer in layers]
 
     n, k = len(images), len(amounts)
     per_chunk = max(1, batch_size // (k + 1))

@@ -1,18 +1,22 @@
-"""Finding a layer by the paper's name or by module, in zfkit and torchvision models alike.
+"""Where a layer sits, and which op returns the logits: small readings of :mod:`zfkit.graph`.
 
-The paper's "conv5" is the *rectified* output of the fifth convolution, so a convolution (or a
-fully connected layer) that is directly followed by a ReLU resolves to that ReLU. Torchvision's
-AlexNet and VGG use in-place ReLUs, so a hook on their ``Conv2d`` would see the rectified values
-anyway; resolving to the ReLU makes both kinds of model mean the same thing.
+Layer names are resolved by :mod:`zfkit.graph` for every model. :func:`resolve` adds, for the
+paper's sequential nets (zfkit's, torchvision's AlexNet/VGG), *where* the resolved layer sits in
+``model.features`` or ``model.classifier``: the incremental occlusion engine recomputes
+``model.features`` module by module and needs that index. "conv5" still means the rectified
+output (the ReLU after the fifth convolution), as :meth:`zfkit.graph.ModelGraph.layer` decides.
+:func:`output_op` finds the logits, which engines take from the same forward pass as a layer.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch import nn
+from torch import fx, nn
 
-__all__ = ["Layer", "resolve", "layer_names"]
+from .graph import ModelGraph, Op, layer_names, model_graph
+
+__all__ = ["Layer", "resolve", "layer_names", "output_op"]
 
 
 @dataclass(frozen=True)
@@ -25,44 +29,25 @@ class Layer:
     index: int  # position of ``module`` inside ``model.<part>``
 
 
-def _parts(model: nn.Module) -> list[tuple[str, nn.Sequential]]:
-    parts = [(p, getattr(model, p)) for p in ("features", "classifier") if isinstance(getattr(model, p, None), nn.Sequential)]
-    if not parts:
-        raise ValueError(
-            f"{type(model).__name__} has no nn.Sequential 'features' attribute; zfkit analyses models laid out "
-            "like torchvision's AlexNet/VGG (model.features, model.classifier) or built by zfkit.models"
-        )
-    return parts
-
-
-def layer_names(model: nn.Module) -> list[str]:
-    """Names accepted by :func:`resolve`, in forward order."""
-    names = []
-    for part, seq in _parts(model):
-        names += [n if _is_named(seq) else f"{part}.{n}" for n, _ in seq.named_children()]
-    return names
-
-
-def _is_named(seq: nn.Sequential) -> bool:
-    return not all(n.isdigit() for n, _ in seq.named_children())
-
-
 def resolve(model: nn.Module, layer: str | nn.Module) -> Layer:
-    """Turn ``layer`` (a name such as ``"conv5"`` or a module inside the model) into a :class:`Layer`."""
-    for part, seq in _parts(model):
-        children = list(seq.named_children())
-        for i, (child_name, child) in enumerate(children):
-            name = child_name if _is_named(seq) else f"{part}.{child_name}"
-            if (isinstance(layer, str) and layer == name) or (isinstance(layer, nn.Module) and layer is child):
-                # a conv/fc followed by a ReLU means its rectified output
-                if isinstance(child, (nn.Conv2d, nn.Linear)) and i + 1 < len(children) and isinstance(children[i + 1][1], nn.ReLU):
-                    return Layer(name, children[i + 1][1], part, i + 1)
-                return Layer(name, child, part, i)
-    if isinstance(layer, nn.Module):
-        raise ValueError(
-            f"the module {type(layer).__name__} is not a direct child of model.features or model.classifier; "
-            "pass one of those modules (e.g. model.features[10]) or a layer name"
-        )
-    if not isinstance(layer, str):
-        raise ValueError(f"layer must be a layer name or an nn.Module, got {type(layer).__name__}")
-    raise ValueError(f"unknown layer {layer!r}; this model's layers are: {', '.join(layer_names(model))}")
+    """``layer`` (a name such as ``"conv5"`` or a module) as a direct child of ``model.features`` or
+    ``model.classifier``; ValueError for an unknown layer or one that lies elsewhere in the model."""
+    target = model_graph(model).layer(layer)
+    path = str(target.op.node.target) if target.op.module is not None else ""
+    part, _, child = path.partition(".")
+    seq = getattr(model, part, None) if part in ("features", "classifier") else None
+    names = [n for n, _ in seq.named_children()] if isinstance(seq, nn.Sequential) else []
+    if child not in names:
+        raise ValueError(f"layer {target.name!r} ({path or target.op.where}) is not a direct child of model.features "
+                         "or model.classifier; zfkit.layers.resolve places layers of the paper's sequential nets only "
+                         "(the analyses themselves take any layer zfkit.graph.layer_names lists)")
+    return Layer(target.name, target.op.module, part, names.index(child))
+
+
+def output_op(graph: ModelGraph) -> Op:
+    """The op whose value the model's ``forward`` returns (its logits, for a classifier)."""
+    returned = next(n for n in graph.module.graph.nodes if n.op == "output").args[0]
+    if not isinstance(returned, fx.Node) or returned not in graph.position:
+        raise ValueError(f"{type(graph.model).__name__} returns {type(returned).__name__}, not one tensor of logits "
+                         "(B, classes); zfkit's analyses need a classifier")
+    return graph.ops[graph.position[returned]]

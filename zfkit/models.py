@@ -463,7 +463,7 @@ def describe(model: nn.Module, input_size: tuple[int, int, int] | None = None) -
         for h in hooks:
             h.remove()
     for name, module in _named_leaves(model):
-        if module not in shapes:
+        if module not in shapes or module not in fields:  # fields leave out modules called more than once
             continue
         in_shape, out_shape = shapes[module]
         params = sum(p.numel() for p in module.parameters())

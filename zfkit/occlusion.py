@@ -3,14 +3,17 @@
 One sweep gives the three maps of Fig. 7 — total activity of the strongest layer-5 feature map
 (b), p(correct class) (d) and the most probable class (e) — plus that map's deconv projection (c).
 
-The sweep is *incremental*: an occluder changes only the units of each layer whose input window
-touches what changed below (its projective field), so only those windows are recomputed from the
-unoccluded image's cached activations, batched over occluder positions. Rows and columns are
-planned separately (the field of a square is a rectangle), every position of one sweep gets
-windows of the same size per layer, clamped inside the map, and windows are cut from the cached
-input padded the way the layer pads (zeros for convolutions, -inf for max-pooling, which also
-covers ``ceil_mode``). The classifier then runs on the full final feature maps. The result equals
-full recomputation up to float rounding.
+Any classifier zfkit can trace (:mod:`zfkit.graph`) is swept by whole forward passes, several
+occluded images per pass, the layer's maps and the logits taken from the same pass. A model laid
+out as the paper's nets are (``features`` of convolutions, max-pools and pointwise layers, then
+``classifier``) gets an *incremental* sweep: an occluder changes only the units of each layer
+whose input window touches what changed below (its projective field), so only those windows are
+recomputed from the unoccluded image's cached activations, batched over occluder positions. Rows
+and columns are planned separately (the field of a square is a rectangle), every position of one
+sweep gets windows of the same size per layer, clamped inside the map, and windows are cut from
+the cached input padded the way the layer pads (zeros for convolutions, -inf for max-pooling,
+which also covers ``ceil_mode``). The classifier then runs on the full final feature maps. Both
+engines equal full recomputation up to float rounding.
 
 ``approximate`` caps each convolution's window at a fraction of its map, keeping the centre of
 the projective field, where most paths from the occluder arrive (Krypton, Nakandala et al., SIGMOD
@@ -31,11 +34,13 @@ from torch import nn
 
 from .checks import check_images
 from .deconv import Deconvnet
-from .layers import resolve
+from .graph import ModelGraph, Op, model_graph
+from .layers import output_op, resolve
+from .rf import window_geometry
 from .verdicts import standard_error
 
-__all__ = ["OcclusionResult", "occlusion", "APPROXIMATE_RATIO", "BATCH_ELEMENTS", "covered", "DropOverlap", "drop_overlap",
-           "ObjectSensitivity", "object_sensitivity", "localisation"]
+__all__ = ["OcclusionResult", "occlusion", "APPROXIMATE_RATIO", "BATCH_ELEMENTS", "FULL_BATCH", "covered", "DropOverlap",
+           "drop_overlap", "ObjectSensitivity", "object_sensitivity", "localisation"]
 
 #: Window cap used by ``approximate=True``, as a fraction of each map's side.
 APPROXIMATE_RATIO = 0.4
@@ -80,16 +85,21 @@ def occlusion(model: nn.Module, image: torch.Tensor, target: int, patch: int, st
     """Occlude ``image`` (C, H, W) with a ``patch`` x ``patch`` square of value ``fill`` at every
     top-left position ``range(0, H - patch + 1, stride)`` (per axis) and record Fig. 7's maps.
 
+    ``model`` is any image classifier zfkit can trace and ``layer`` any of its layers with feature
+    maps (:func:`zfkit.graph.layer_names`). A model laid out as ``features`` (convolutions,
+    max-pools, pointwise layers) then ``classifier`` gets the incremental engine; any other runs
+    whole forward passes, ``batch_size`` occluded images at a time (default
+    :data:`FULL_BATCH`). Both are exact.
+
     ``fill`` is in model-input space: 0.0 is the dataset mean after mean subtraction (the
-    paper's grey). ``approximate`` is False (exact), True (convolution windows capped at
-    :data:`APPROXIMATE_RATIO` of each map's side) or such a ratio in (0, 1]. ``channel``
-    overrides the strongest map. ``batch_size`` positions are recomputed together (default: as
-    many as keep the largest window tensor near :data:`BATCH_ELEMENTS` numbers).
+    paper's grey). ``approximate`` (incremental engine only) is False (exact), True (convolution
+    windows capped at :data:`APPROXIMATE_RATIO` of each map's side) or such a ratio in (0, 1].
+    ``channel`` overrides the strongest map. The incremental engine recomputes ``batch_size``
+    positions together (default: as many as keep the largest window tensor near
+    :data:`BATCH_ELEMENTS` numbers).
     """
-    target_layer = resolve(model, layer)
-    if target_layer.part != "features":
-        raise ValueError(f"layer {target_layer.name!r} is in model.{target_layer.part}; occlusion maps the activity of a "
-                         "feature map of model.features (e.g. 'conv5')")
+    graph = model_graph(model)
+    chosen = graph.layer(layer)
     check_images(image, model, batched=False)
     h, w = image.shape[-2:]
     patch, stride = _index(patch, "patch", 1), _index(stride, "stride", 1)
@@ -100,36 +110,68 @@ def occlusion(model: nn.Module, image: torch.Tensor, target: int, patch: int, st
     if not isinstance(fill, (int, float)) or not math.isfinite(fill):
         raise ValueError(f"fill must be a finite number (0.0 is the dataset mean), got {fill!r}")
     ratio = _ratio(approximate)
-    modules = list(model.features)
+    outputs = (chosen.op, output_op(graph))
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            cache = _forward(modules, image)
-            probs = _head(model, cache[-1][None]).softmax(-1)[0]
+        with torch.inference_mode():
+            values = graph.run(image[None], outputs)
+            acts, logits = _checked(model, values, outputs, chosen.name)
+            probs = logits.softmax(-1)[0]
             target = _index(target, "target", 0, len(probs) - 1)
-            acts = cache[target_layer.index + 1]
             if channel is None:
-                channel = int(acts.flatten(1).amax(1).argmax())
-            channel = _index(channel, "channel", 0, acts.shape[0] - 1)
+                channel = int(acts[0].flatten(1).amax(1).argmax())
+            channel = _index(channel, "channel", 0, acts.shape[1] - 1)
             ys = torch.arange(0, h - patch + 1, stride, device=image.device)
             xs = torch.arange(0, w - patch + 1, stride, device=image.device)
-            rows, cols = _plan(modules, cache, ys, patch, 0, ratio), _plan(modules, cache, xs, patch, 1, ratio)
-            if batch_size is None:
-                largest = max(cache[i].shape[0] * r.in_size * c.in_size for i, (r, c) in enumerate(zip(rows, cols)))
-                batch_size = max(1, BATCH_ELEMENTS // largest)
-            activity, logits = _sweep(model, modules, cache, ys, xs, rows, cols, patch, fill, target_layer.index,
-                                      channel, batch_size)
+            full_macs = _graph_macs(graph, values)
+            incremental = _incremental(model, layer, image, logits)
+            if incremental is None:
+                if ratio is not None:
+                    raise ValueError(f"approximate= applies to the incremental engine, which needs model.features of "
+                                     f"convolutions, max-pools and pointwise layers; {type(model).__name__} is swept by "
+                                     "whole forward passes, which are exact: leave approximate=False")
+                activity, occluded = _full_sweep(graph, image, outputs, ys, xs, patch, fill, channel,
+                                                 batch_size or FULL_BATCH)
+                macs = full_macs
+            else:
+                activity, occluded, macs = _incremental_sweep(model, *incremental, ys, xs, patch, fill, channel, ratio,
+                                                              batch_size)
         projection = Deconvnet(model).project(image[None], layer, channels=[channel], mode="max")[0, 0]
     finally:
         model.train(was_training)
     shape = (len(ys), len(xs))
-    occluded = logits.softmax(-1)
+    occluded = occluded.softmax(-1)
     return OcclusionResult(
         activity=activity.view(shape), prob=occluded[:, target].view(shape), top_class=occluded.argmax(-1).view(shape),
-        channel=channel, projection=projection, ys=ys, xs=xs, patch=patch, layer=target_layer.name, target=target,
-        base_activity=float(acts[channel].sum()), base_prob=float(probs[target]),
-        macs=_macs(model, modules, cache, rows, cols), full_macs=_macs(model, modules, cache, None, None))
+        channel=channel, projection=projection, ys=ys, xs=xs, patch=patch, layer=chosen.name, target=target,
+        base_activity=float(acts[0, channel].sum()), base_prob=float(probs[target]), macs=macs, full_macs=full_macs)
+
+
+def _checked(model: nn.Module, values: dict, outputs: tuple[Op, Op], name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The layer's maps (B, C, h, w) and the logits (B, classes) from a forward pass's values."""
+    acts, logits = (values[op.node] for op in outputs)
+    if not isinstance(acts, torch.Tensor) or acts.dim() != 4:
+        shape = tuple(acts.shape) if isinstance(acts, torch.Tensor) else type(acts).__name__
+        raise ValueError(f"layer {name!r} has no spatial output (shape {shape}); occlusion maps the activity of a "
+                         "feature map (B, C, H, W): pick a convolutional layer or block")
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"{type(model).__name__} returns {shape}, not one tensor of logits (B, classes); "
+                         "zfkit's analyses need a classifier")
+    return acts, logits
+
+
+def _graph_macs(graph: ModelGraph, values: dict) -> int:
+    """Multiply-accumulates per image of the forward pass that gave ``values``: its convolutions
+    and Linear layers."""
+    total = 0
+    for op in graph.ops:
+        m, out = op.module, values.get(op.node)
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and isinstance(out, torch.Tensor):
+            per_output = m.in_features if isinstance(m, nn.Linear) else m.weight[0].numel()
+            total += per_output * out[0].numel()
+    return total
 
 
 # ---------------------------------------------------------------- validation
@@ -158,22 +200,75 @@ def _ratio(approximate) -> float | None:
     raise ValueError(f"approximate must be False, True or a ratio in (0, 1], got {approximate!r}")
 
 
-# ---------------------------------------------------------------- the plan: windows per layer
+# ---------------------------------------------------------------- whole forward passes (any model)
 
-def _geometry(m: nn.Module, axis: int) -> tuple[int, int, int, int] | None:
-    """(kernel, stride, padding, dilation) of a sliding-window layer along ``axis``; None if pointwise."""
-    if isinstance(m, _POINTWISE):
+#: Occluded images per forward pass when the model is swept by whole forward passes.
+FULL_BATCH = 16
+
+
+def _full_sweep(graph: ModelGraph, image: torch.Tensor, outputs: tuple[Op, Op], ys, xs, patch: int, fill: float,
+                channel: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Activity and logits of every (y, x) position in row-major order, ``batch_size`` occluded
+    images per forward pass (channels-last: oneDNN's faster layout for CPU convolutions)."""
+    top_all, left_all = ys.repeat_interleave(len(xs)), xs.repeat(len(ys))
+    rows = torch.arange(image.shape[-2], device=image.device)
+    cols = torch.arange(image.shape[-1], device=image.device)
+    activity, logits = [], []
+    for begin in range(0, len(top_all), batch_size):
+        top, left = top_all[begin:begin + batch_size, None], left_all[begin:begin + batch_size, None]
+        inside = ((rows >= top) & (rows < top + patch))[:, :, None] & ((cols >= left) & (cols < left + patch))[:, None, :]
+        batch = image.expand(len(top), *image.shape).masked_fill(inside[:, None], fill)
+        values = graph.run(batch.contiguous(memory_format=torch.channels_last), outputs, keep=False)
+        activity.append(values[outputs[0].node][:, channel].sum((1, 2)))
+        logits.append(values[outputs[1].node])
+    return torch.cat(activity), torch.cat(logits)
+
+
+# ---------------------------------------------------------------- the incremental engine (model.features)
+
+def _incremental(model: nn.Module, layer, image: torch.Tensor,
+                 logits: torch.Tensor) -> tuple[int, list[torch.Tensor]] | None:
+    """``layer``'s index in ``model.features`` and the image's cached feature maps when the
+    incremental engine applies, else None.
+
+    It applies when ``model.features`` is a sequence of convolutions (numeric zero padding),
+    max-pools and pointwise layers, ``layer`` is one of them, and ``features`` then the head
+    (torchvision's ``avgpool`` if present, flatten, ``classifier``) reproduces the model's logits
+    for this image: the forward pass is exactly that chain.
+    """
+    features, classifier = getattr(model, "features", None), getattr(model, "classifier", None)
+    if not isinstance(features, nn.Sequential) or not isinstance(classifier, nn.Sequential):
         return None
+    if not all(isinstance(m, _POINTWISE) or _recomputable(m) for m in features):
+        return None
+    try:
+        place = resolve(model, layer)
+    except ValueError:
+        return None
+    if place.part != "features":
+        return None
+    cache = _forward(list(features), image)
+    return (place.index, cache) if torch.equal(_head(model, cache[-1][None]), logits) else None
+
+
+def _recomputable(m: nn.Module) -> bool:
+    """A window the incremental engine can recompute: a convolution with numeric zero padding, or a max-pool."""
     if isinstance(m, nn.Conv2d):
-        if isinstance(m.padding, str) or m.padding_mode != "zeros":
-            raise ValueError(f"occlusion needs convolutions with numeric zero padding, got padding={m.padding!r}, "
-                             f"padding_mode={m.padding_mode!r}")
-    elif not isinstance(m, nn.MaxPool2d):
-        raise ValueError(f"occlusion cannot recompute {type(m).__name__} windows (in model.features); supported: "
-                         "Conv2d, MaxPool2d and spatially pointwise layers (ReLU, LocalResponseNorm, Dropout, BatchNorm2d)")
-    pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
-    k, s, p, d = (pair(getattr(m, a))[axis] for a in ("kernel_size", "stride", "padding", "dilation"))
-    return k, s or k, p, d
+        return not isinstance(m.padding, str) and m.padding_mode == "zeros"
+    return isinstance(m, nn.MaxPool2d)
+
+
+def _incremental_sweep(model: nn.Module, index: int, cache: list[torch.Tensor], ys, xs, patch: int, fill: float,
+                       channel: int, ratio: float | None, batch_size: int | None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Activity and logits of every position, recomputing only what each occluder changes, and
+    the multiply-accumulates per position that took."""
+    modules = list(model.features)
+    rows, cols = _plan(modules, cache, ys, patch, 0, ratio), _plan(modules, cache, xs, patch, 1, ratio)
+    if batch_size is None:
+        largest = max(cache[i].shape[0] * r.in_size * c.in_size for i, (r, c) in enumerate(zip(rows, cols)))
+        batch_size = max(1, BATCH_ELEMENTS // largest)
+    activity, logits = _sweep(model, modules, cache, ys, xs, rows, cols, patch, fill, index, channel, batch_size)
+    return activity, logits, _macs(model, modules, rows, cols)
 
 
 def _plan(modules: list[nn.Module], cache: list[torch.Tensor], starts: torch.Tensor, patch: int, axis: int,
@@ -187,11 +282,11 @@ def _plan(modules: list[nn.Module], cache: list[torch.Tensor], starts: torch.Ten
     plan = []
     top, size = starts, patch
     for i, m in enumerate(modules):
-        geometry = _geometry(m, axis)
+        geometry = window_geometry(m)
         if geometry is None:
             plan.append(_Window(top, size, top, size))
             continue
-        k, s, p, d = geometry
+        k, s, p, d = geometry[axis]
         span = d * (k - 1) + 1
         length = cache[i + 1].shape[1 + axis]
         lo = (-(-(top + p - span + 1) // s)).clamp(min=0)  # ceil division
@@ -289,13 +384,13 @@ def _paste(cache: torch.Tensor, window: torch.Tensor, top, left) -> torch.Tensor
     return out
 
 
-def _macs(model, modules, cache, rows, cols) -> int:
-    """Per-position multiply-accumulates: convolutions over their windows (whole maps if no plan) + Linear layers."""
+def _macs(model, modules, rows, cols) -> int:
+    """Per-position multiply-accumulates of the incremental engine: convolutions over their
+    recomputed windows + the classifier's Linear layers."""
     total = 0
     for i, m in enumerate(modules):
         if isinstance(m, nn.Conv2d):
-            h, w = (cache[i + 1].shape[-2:] if rows is None else (rows[i].size, cols[i].size))
-            total += h * w * m.out_channels * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+            total += rows[i].size * cols[i].size * m.out_channels * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
     return total + sum(m.in_features * m.out_features for m in model.classifier.modules() if isinstance(m, nn.Linear))
 
 

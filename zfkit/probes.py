@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .layers import resolve
+from .graph import model_graph
 from .models import ArchSpec, ConvNet, build, init_he
 from .topk import layer_activations
 from .verdicts import K, all_of, below, exceeds, k_for
@@ -110,7 +110,7 @@ def features(model: nn.Module, dataset: Dataset, layer: str | nn.Module, batch_s
     network itself uses, and gives every layer of ZFNet-mini 384-2,048 dimensions.
     """
     images, _ = _arrays(dataset)
-    resolve(model, layer)  # an unknown layer fails here, before any work
+    model_graph(model).layer(layer)  # an unknown layer fails here, before any work
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if grid is not None and (not isinstance(grid, int) or grid < 1):
@@ -193,7 +193,7 @@ def layer_probes(model: nn.Module, dataset: Dataset, layers: Sequence[str], shot
     for classifier in classifiers:
         _pipeline(classifier, C)
     for layer in layers:
-        resolve(model, layer)  # every name is checked before the first layer's work
+        model_graph(model).layer(layer)  # every name is checked before the first layer's work
     _, y = np.unique(labels, return_inverse=True)
     splits = [_split(y, shots, test_per_class, (seed, fold)) for fold in range(folds)]
     rows = []
@@ -335,7 +335,7 @@ def few_shot_curve(model: nn.Module, dataset: Dataset, shots: Sequence[int] = (1
             runs.update()
         splits.append(tuple(per_fold))
     runs.close()
-    name = layer if isinstance(layer, str) else resolve(model, layer).name
+    name = layer if isinstance(layer, str) else model_graph(model).layer(layer).name
     return FewShotCurve(shots, name, pretrained, baseline, tuple(splits))
 
 

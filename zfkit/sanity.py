@@ -40,9 +40,10 @@ from torch import nn
 
 from .checks import check_images
 from .deconv import RULES, Deconvnet
-from .layers import resolve
+from .graph import model_graph
 from .models import init_he
 from .oracle import rule_forward
+from .topk import layer_activations
 from .viz import new_figure, show_image, to_display
 
 __all__ = ["METRICS", "RULE_COLOURS", "weight_layers", "randomize", "cascade", "independent", "project",
@@ -57,21 +58,18 @@ RULE_COLOURS = {"deconvnet": "#e6194b", "guided": "#4363d8", "gradient": "#3cb44
 # ---------------------------------------------------------------- randomised copies
 
 def weight_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """The convolutions and fully connected layers of ``model.features`` and ``model.classifier``,
-    by name (``conv1`` … ``fc8`` for zfkit models, ``features.0`` … for torchvision's), in forward order.
-    These are the layers a randomisation test can re-initialise."""
+    """Every convolution and fully connected layer the forward pass calls, by name, in forward order:
+    the paper's names for zfkit models (``conv1`` … ``fc8``), qualified module names for any other
+    (``features.0``, ``layer3.1.conv2``, ``fc``). These are the layers a randomisation test can
+    re-initialise."""
+    graph = model_graph(model)
+    paper = {path: name for name, path in graph.aliases.items()}
     found: dict[str, nn.Module] = {}
-    for part in ("features", "classifier"):
-        seq = getattr(model, part, None)
-        if not isinstance(seq, nn.Sequential):
-            continue
-        children = list(seq.named_children())
-        named = not all(n.isdigit() for n, _ in children)
-        for name, child in children:
-            if isinstance(child, (nn.Conv2d, nn.Linear)):
-                found[name if named else f"{part}.{name}"] = child
+    for op in graph.ops:
+        if isinstance(op.module, (nn.Conv2d, nn.Linear)) and op.module not in found.values():
+            found[paper.get(op.node.target, op.node.target)] = op.module
     if not found:
-        raise ValueError(f"{type(model).__name__} has no Conv2d/Linear layers in model.features or model.classifier")
+        raise ValueError(f"{type(model).__name__} calls no Conv2d or Linear layer: nothing to randomise")
     return found
 
 
@@ -144,7 +142,7 @@ def relative_change(before: nn.Module, after: nn.Module) -> dict[str, float]:
 
 # ---------------------------------------------------------------- projections of (image, unit) pairs
 
-def _classifier_projection(model: nn.Module, images: torch.Tensor, layer: str, units: torch.Tensor,
+def _classifier_projection(model: nn.Module, images: torch.Tensor, layer: str | nn.Module, units: torch.Tensor,
                            rule: str) -> torch.Tensor:
     """d unit / d input through the whole network with every ReLU's backward replaced by ``rule``."""
     x, h = rule_forward(model, images, layer, rule)
@@ -155,17 +153,17 @@ def _classifier_projection(model: nn.Module, images: torch.Tensor, layer: str, u
 def project(model: nn.Module, images: torch.Tensor, layer: str | nn.Module, units, rule: str = "deconvnet") -> torch.Tensor:
     """One projection per pair: ``images[i]`` projected from channel ``units[i]`` of ``layer`` (N, C, H, W).
 
-    A conv layer (``model.features``) goes through :class:`zfkit.deconv.Deconvnet` in mode
-    ``"max"``: the map's strongest unit in that image, seeded with its activation (Fig. 2's
-    pictures). A fully connected layer (``fc6``, ``fc7``, ``fc8``) is projected from the unit
-    with a seed of 1 (the logit's explanation, as Adebayo et al. define it), by autograd with each
+    A layer with feature maps goes through :class:`zfkit.deconv.Deconvnet` in mode ``"max"``:
+    the map's strongest unit in that image, seeded with its activation (Fig. 2's pictures). A
+    fully connected layer (``fc6``, ``fc8``, a ResNet's ``fc``) is projected from the unit with a
+    seed of 1 (the logit's explanation, as Adebayo et al. define it), by autograd with each
     ReLU's backward replaced by ``rule`` and LRN's and dropout's by the identity, the same
     backward path the deconvnet engine takes below (checked in the tests). ``units`` is one int
     for all images or a sequence of ``len(images)``.
     """
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
-    target = resolve(model, layer)
+    name = model_graph(model).layer(layer).name
     check_images(images, model)
     n = len(images)
     units = torch.as_tensor(units.tolist() if isinstance(units, (torch.Tensor, np.ndarray)) else units, dtype=torch.long)
@@ -176,27 +174,20 @@ def project(model: nn.Module, images: torch.Tensor, layer: str | nn.Module, unit
     was_training = model.training
     model.eval()
     try:
-        if target.part == "classifier":
-            width = _width(model, target)
-            if units.min() < 0 or units.max() >= width:
-                raise ValueError(f"unit index out of range: {target.name} has {width} units (0 … {width - 1}), "
+        shape = layer_activations(model, images[:1], layer).shape
+        if len(shape) == 2:
+            if units.min() < 0 or units.max() >= shape[1]:
+                raise ValueError(f"unit index out of range: {name} has {shape[1]} units (0 … {shape[1] - 1}), "
                                  f"got {sorted(set(units.tolist()))}")
-            return _classifier_projection(model, images, target.name, units, rule)
+            return _classifier_projection(model, images, layer, units, rule)
         deconv = Deconvnet(model, rule=rule)
         out = images.new_zeros(images.shape)
         for c in units.unique():
             idx = (units == c).nonzero().flatten()
-            out[idx] = deconv.project(images[idx], target.name, channels=[int(c)], mode="max")[:, 0]
+            out[idx] = deconv.project(images[idx], layer, channels=[int(c)], mode="max")[:, 0]
         return out
     finally:
         model.train(was_training)
-
-
-def _width(model: nn.Module, target) -> int:
-    for m in reversed(list(model.classifier)[: target.index + 1]):
-        if isinstance(m, nn.Linear):
-            return m.out_features
-    raise ValueError(f"{target.name} has no Linear layer at or below it in model.classifier")
 
 
 # ---------------------------------------------------------------- similarity
@@ -355,7 +346,7 @@ def sweep(model: nn.Module, variants: Iterable[tuple[str, nn.Module]], images: t
         raise ValueError("sweep needs at least one randomised variant")
     floor = {rule: {m: float(_nanmean(v)) for m, v in compare(original[rule], original[rule].roll(1, 0)).items()}
              for rule in rules}
-    return Sweep(resolve(model, layer).name, steps, rules, {r: {m: np.stack(v) for m, v in s.items()} for r, s in scores.items()},
+    return Sweep(model_graph(model).layer(layer).name, steps, rules, {r: {m: np.stack(v) for m, v in s.items()} for r, s in scores.items()},
                  floor, {rule: torch.stack(v) for rule, v in shown.items()})
 
 

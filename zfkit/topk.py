@@ -3,7 +3,8 @@
 One pass over the dataset keeps, per channel, only the k best (value, image, location) so far:
 memory is O(channels x k) whatever the dataset size. An image counts once per channel, at its
 strongest location, as in the paper's figures. Under ``torchrun`` each rank scans its shard and
-the shards' results are merged.
+the shards' results are merged. Any model zfkit can trace works (:mod:`zfkit.graph`): each batch
+runs only as far as the deepest requested layer, freeing what no later op reads.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .checks import check_images
-from .layers import resolve
+from .graph import GraphLayer, model_graph
 
 __all__ = ["TopK", "topk", "topk_layers", "layer_activations"]
 
@@ -49,73 +50,51 @@ def _stable_top(values: torch.Tensor, indices: torch.Tensor, k: int) -> torch.Te
 
 
 def layer_activations(model: nn.Module, images: torch.Tensor, layer) -> torch.Tensor:
-    """The output of ``layer`` for a batch, running ``model.features`` only as far as needed.
+    """The output of ``layer`` for a batch, running the model only as far as that layer needs.
 
-    The batch is checked first: ``model.features`` alone skips the model's own input check, so a
-    wrong image would otherwise fail deep inside a convolution, or pass silently as NaN.
+    The batch is checked first: a partial forward skips the model's own input check, so a wrong
+    image would otherwise fail deep inside a convolution, or pass silently as NaN.
     """
-    target = resolve(model, layer)
+    return _activations(model, images, [model_graph(model).layer(layer)])[0]
+
+
+def _activations(model: nn.Module, images: torch.Tensor, targets: list[GraphLayer]) -> list[torch.Tensor]:
+    """The outputs of ``targets`` for a checked batch: one forward up to the deepest of them."""
     check_images(images, model)
-    if target.part != "features":
-        with torch.no_grad():
-            captured = {}
-            h = target.module.register_forward_hook(lambda m, i, o: captured.setdefault("a", o.clone()))
-            try:
-                model(images)
-            finally:
-                h.remove()
-        return captured["a"]
     with torch.no_grad():
-        return model.features[: target.index + 1](images)
+        values = model_graph(model).run(images, [t.op for t in targets], keep=False)
+    return [values[t.op.node] for t in targets]
 
 
 def topk(model: nn.Module, dataset: Dataset, layer, k: int = 9, batch_size: int = 256,
          progress: bool = True) -> TopK:
-    """The k strongest activations of every channel of ``layer`` over ``dataset``."""
-    resolve(model, layer)  # fail early on an unknown layer
-    desc = f"top-{k} {layer if isinstance(layer, str) else 'layer'}"
-    return _scan(model, dataset, lambda images: [layer_activations(model, images, layer)], 1, k, batch_size,
-                 progress, desc)[0]
+    """The k strongest activations of every channel of ``layer`` over ``dataset``.
+
+    ``layer`` is any name :func:`zfkit.graph.layer_names` lists (or the module); a layer without
+    rows and columns (``fc7``) has one location per unit.
+    """
+    return _scan(model, dataset, [model_graph(model).layer(layer)], k, batch_size, progress)[0]
 
 
 def topk_layers(model: nn.Module, dataset: Dataset, layers, k: int = 9, batch_size: int = 256,
                 progress: bool = True) -> dict[str, TopK]:
-    """:func:`topk` of several layers of ``model.features`` in one pass over ``dataset``: name -> TopK.
+    """:func:`topk` of several layers in one pass over ``dataset``: name -> TopK.
 
-    Each batch runs through the features once, up to the highest of ``layers``, and every layer's
+    Each batch runs through the model once, up to the deepest of ``layers``, and every layer's
     output is taken on the way; separate :func:`topk` calls would run the lower layers again for
     each. The results are those of :func:`topk`, layer by layer.
     """
-    layers = [layers] if isinstance(layers, str) else list(layers)
+    layers = [layers] if isinstance(layers, (str, nn.Module)) else list(layers)
     if not layers:
         raise ValueError("topk_layers needs at least one layer")
-    targets = [resolve(model, layer) for layer in layers]
-    outside = [t.name for t in targets if t.part != "features"]
-    if outside:
-        raise ValueError(f"topk_layers scans layers of model.features; {', '.join(outside)} lie outside it "
-                         "(use topk for those)")
-    wanted = {t.index for t in targets}
-    last = max(wanted)
-
-    def activations(images: torch.Tensor) -> list[torch.Tensor]:
-        check_images(images, model)
-        taken = {}
-        with torch.no_grad():
-            h = images
-            for i, module in enumerate(model.features[: last + 1]):
-                h = module(h)
-                if i in wanted:
-                    taken[i] = h
-        return [taken[t.index] for t in targets]
-
-    desc = f"top-{k} {', '.join(t.name for t in targets)}"
-    found = _scan(model, dataset, activations, len(targets), k, batch_size, progress, desc)
-    return {t.name: scan for t, scan in zip(targets, found)}
+    graph = model_graph(model)
+    targets = [graph.layer(layer) for layer in layers]
+    return {t.name: scan for t, scan in zip(targets, _scan(model, dataset, targets, k, batch_size, progress))}
 
 
-def _scan(model: nn.Module, dataset: Dataset, activations, count: int, k: int, batch_size: int, progress: bool,
-          desc: str) -> list[TopK]:
-    """One pass over ``dataset``: ``activations(images)`` gives ``count`` layers' outputs per batch."""
+def _scan(model: nn.Module, dataset: Dataset, targets: list[GraphLayer], k: int, batch_size: int,
+          progress: bool) -> list[TopK]:
+    """One pass over ``dataset``, each batch's forward pass taking every target layer's output."""
     n = len(dataset)
     if n == 0:
         raise ValueError("the dataset is empty")
@@ -130,12 +109,13 @@ def _scan(model: nn.Module, dataset: Dataset, activations, count: int, k: int, b
     shard = range(rank * batch_size, n, batch_size * world)
     was_training = model.training
     model.eval()
-    best: list[TopK | None] = [None] * count
+    best: list[TopK | None] = [None] * len(targets)
+    desc = f"top-{k} {', '.join(t.name for t in targets)}"
     try:
         for start in tqdm(shard, desc=desc, disable=not progress or rank != 0):
             idx = torch.arange(start, min(start + batch_size, n))
-            images = _batch(dataset, idx)
-            best = [_update(b, acts, idx, k) for b, acts in zip(best, activations(images))]
+            outputs = _activations(model, _batch(dataset, idx), targets)
+            best = [_update(b, _units(acts, t.name), idx, k) for b, acts, t in zip(best, outputs, targets)]
     finally:
         model.train(was_training)
     if world > 1:
@@ -150,9 +130,18 @@ def _batch(dataset: Dataset, idx: torch.Tensor) -> torch.Tensor:
     return torch.stack([dataset[int(i)][0] for i in idx])
 
 
+def _units(acts, name: str) -> torch.Tensor:
+    """A layer's output as (B, C, H, W); a fully connected layer's (B, C) has one location per unit."""
+    if isinstance(acts, torch.Tensor) and acts.dim() == 2:
+        return acts[:, :, None, None]
+    if not isinstance(acts, torch.Tensor) or acts.dim() != 4:
+        shape = tuple(acts.shape) if isinstance(acts, torch.Tensor) else type(acts).__name__
+        raise ValueError(f"layer {name!r} outputs {shape}; topk ranks units of (B, C) or (B, C, H, W) outputs: "
+                         "pick a layer or block that returns one such tensor")
+    return acts
+
+
 def _update(best: TopK | None, acts: torch.Tensor, idx: torch.Tensor, k: int) -> TopK:
-    if acts.dim() == 2:  # fully connected: one "location"
-        acts = acts[:, :, None, None]
     b, c, h, w = acts.shape
     per_image, where = acts.flatten(2).max(2)  # (B, C): each image's strongest location per channel
     values = per_image.T  # (C, B)

@@ -4,14 +4,19 @@ A notebook executed headless (papermill, nbval) and rendered to HTML keeps no li
 explorer first displays a static figure of its default state, which is what the book shows. In a
 kernel it then displays its controls, and every change redraws *that same figure output* through
 its display id: the reader gets one figure that follows the controls instead of a stale copy above
-a live one. The drawing itself is a plain method, ``render() -> Figure``, so tests drive the
+a live one. A one-line note follows: without controls it says how to get them (``make lab``), with
+them what they pick. The book's runner sets ``$ZFKIT_HEADLESS`` for its kernels: no browser draws
+their widgets, so a stored notebook gets the note rather than controls that cannot be redrawn.
+The drawing itself is a plain method, ``render() -> Figure``, so tests drive the
 controls programmatically and inspect the figure without any kernel.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import ipywidgets
 import torch
@@ -19,12 +24,13 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from . import viz
-from .layers import layer_names
-from .models import describe
+from .deconv import _eval
+from .graph import model_graph
+from .notebooks import HEADLESS_ENV
 from .occlusion import OcclusionResult, occlusion
 from .rf import ReceptiveField, receptive_field
 
-__all__ = ["Controls", "Explorer", "ReceptiveFieldExplorer", "LayerExplorer", "OcclusionExplorer"]
+__all__ = ["Controls", "Note", "Explorer", "ReceptiveFieldExplorer", "LayerExplorer", "OcclusionExplorer"]
 
 
 def _in_kernel() -> bool:
@@ -34,6 +40,24 @@ def _in_kernel() -> bool:
     except ImportError:
         return False
     return getattr(get_ipython(), "kernel", None) is not None
+
+
+def _live() -> bool:
+    """True where a reader can use controls: inside a kernel that a browser shows."""
+    return _in_kernel() and not os.environ.get(HEADLESS_ENV)
+
+
+@dataclass(frozen=True)
+class Note:
+    """One line shown under an explorer, as Markdown in Jupyter and as the same text elsewhere."""
+
+    text: str
+
+    def _repr_markdown_(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return self.text
 
 
 class Controls(ipywidgets.HBox):
@@ -53,8 +77,11 @@ class Explorer:
     """Base class: ``controls`` (name -> widget), ``render()`` for their values, static-first display.
 
     Subclasses build their widgets, call ``super().__init__(controls)`` and implement ``render``;
-    they may override ``sync`` to adjust dependent controls (e.g. slider ranges) before a redraw.
+    they may override ``sync`` to adjust dependent controls (e.g. slider ranges) before a redraw,
+    and set ``picks`` (what the controls choose, for the note under the figure).
     """
+
+    picks = "its settings"
 
     def __init__(self, controls: dict[str, ipywidgets.ValueWidget]):
         self.controls = controls
@@ -103,39 +130,77 @@ class Explorer:
         """The controls laid out in one row."""
         return Controls(list(self.controls.values()))
 
+    def note(self, live: bool) -> Note:
+        """The line under the figure: what the controls pick (``live``), else how to get them."""
+        if live:
+            return Note(f"Explorer: pick {self.picks} with the controls above; "
+                        "run this cell again if they are missing.")
+        return Note(f"Explorer: run this notebook in JupyterLab (`make lab`) to pick {self.picks}.")
+
     def show(self, live: bool | None = None) -> None:
-        """Display the static figure, then (``live``, default: inside a kernel) the controls."""
+        """Display the static figure, then the controls (``live``, default: in a kernel a browser shows),
+        then the one-line :meth:`note`."""
         from IPython.display import display
 
+        live = _live() if live is None else live
         self._handle = display(self.redraw(), display_id=True)
-        if _in_kernel() if live is None else live:
+        if live:
             display(self.panel)
+        display(self.note(live))
 
     def _ipython_display_(self) -> None:
         self.show()
+
+
+def _layers_of(model: nn.Module, kinds: tuple[type[nn.Module], ...]) -> list[str]:
+    """The names of ``model``'s layers whose module is one of ``kinds``, in forward order: an
+    explorer's default choices (``conv1`` … ``conv5`` for zfkit nets, every convolution of a ResNet)."""
+    graph = model_graph(model)
+    return [n for n in graph.names() if isinstance(graph.model.get_submodule(graph.aliases.get(n, n)), kinds)]
+
+
+def _map_shapes(model: nn.Module, image: torch.Tensor, layers: list[str], layer: str) -> dict[str, tuple[int, ...]]:
+    """The (C, h, w) shape of each of ``layers`` for one image, from one forward pass; ValueError
+    unless ``layer`` is among them and each has feature maps (what an explorer shows)."""
+    if layer not in layers:
+        raise ValueError(f"layer {layer!r} is not among the explorer's layers {', '.join(map(str, layers))}; "
+                         "pass layers= to offer it")
+    graph = model_graph(model)
+    chosen = [graph.layer(name) for name in layers]
+    with torch.no_grad(), _eval(model):
+        values = graph.run(image[None], [c.op for c in chosen], keep=False)
+    shapes = {}
+    for name, c in zip(layers, chosen):
+        value = values[c.op.node]
+        shapes[name] = tuple(value.shape[1:]) if isinstance(value, torch.Tensor) else ()
+        if len(shapes[name]) != 3:
+            raise ValueError(f"layer {name!r} has no spatial output (shape {shapes[name]}); an explorer shows "
+                             "feature maps (C, H, W): offer convolutional layers or blocks")
+    return shapes
 
 
 class ReceptiveFieldExplorer(Explorer):
     """Pick a layer and a unit; see its receptive field on the image and the patch it sees.
 
     ``image`` is one (C, H, W) tensor of the model's input size (e.g. ``viz.astronaut(224)``).
-    Layers are the convolutions and poolings of ``model.features``; ``unit`` is (y, x) in that
-    layer's map, by default its centre. Switching layers keeps the box centred on the same place.
+    ``layers`` (default: every convolution and pooling, e.g. ``conv1`` … ``pool5``) are any of
+    the model's layers with feature maps; ``unit`` is (y, x) in the layer's map, by default its
+    centre. Switching layers keeps the box centred on the same place.
     """
 
-    def __init__(self, model: nn.Module, image: torch.Tensor, layer: str = "conv5", unit: tuple[int, int] | None = None):
+    picks = "a layer and a unit"
+
+    def __init__(self, model: nn.Module, image: torch.Tensor, layer: str | None = None,
+                 unit: tuple[int, int] | None = None, layers: list[str] | None = None):
         if not isinstance(image, torch.Tensor) or image.dim() != 3:
             shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
             raise ValueError(f"image must be one (C, H, W) tensor, got {shape}; "
                              "index a batch with images[0]")
         self.model, self.image = model, image
         input_size = tuple(image.shape)
-        names = layer_names(model)[:len(model.features)]
-        choices = [n for n, m in zip(names, model.features.children()) if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d))]
-        if layer not in choices:
-            raise ValueError(f"layer {layer!r} is not a convolution or pooling of model.features; choose one of {', '.join(choices)}")
-        shapes = {r.name: r.output_shape for r in describe(model, input_size)}
-        self.map_sizes = {n: shapes[n][-1] for n in choices}
+        choices = list(layers) if layers is not None else _layers_of(model, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d))
+        layer = layer if layer is not None else ("conv5" if "conv5" in choices else choices[-1])
+        self.map_sizes = {n: shape[-1] for n, shape in _map_shapes(model, image, choices, layer).items()}
         self.fields: dict[str, ReceptiveField] = {n: receptive_field(model, n, input_size) for n in choices}
         size = self.map_sizes[layer]
         y, x = unit if unit is not None else ((size - 1) // 2, (size - 1) // 2)
@@ -205,20 +270,20 @@ class ReceptiveFieldExplorer(Explorer):
 class LayerExplorer(Explorer):
     """Pick a layer and a feature map; see its top-k projections beside their image patches (Fig. 2).
 
-    The top-k scan of a layer runs once, the first time the layer is picked, and is kept; each map
+    ``layers`` (default: every convolution, ``conv1`` … ``conv5`` for zfkit nets) are any of the
+    model's layers with feature maps. The top-k scan of a layer runs once, the first time the layer is picked, and is kept; each map
     then costs only k deconvnet projections.
     """
 
-    def __init__(self, model: nn.Module, dataset, layers=("conv1", "conv2", "conv3", "conv4", "conv5"),
-                 layer: str = "conv1", channel: int = 0, k: int = 9):
-        from .topk import layer_activations
+    picks = "a layer and a feature map"
 
-        if layer not in layers:
-            raise ValueError(f"layer {layer!r} is not among the explorer's layers {', '.join(layers)}")
+    def __init__(self, model: nn.Module, dataset, layers: list[str] | None = None, layer: str | None = None,
+                 channel: int = 0, k: int = 9):
+        layers = list(layers) if layers is not None else _layers_of(model, (nn.Conv2d,))
+        layer = layer if layer is not None else layers[0]
         self.model, self.dataset, self.k = model, dataset, k
         self.classes = getattr(dataset, "classes", None)
-        probe = dataset.images[:1]
-        self.widths = {name: layer_activations(model, probe, name).shape[1] for name in layers}
+        self.widths = {name: shape[0] for name, shape in _map_shapes(model, dataset.images[0], layers, layer).items()}
         if not 0 <= channel < self.widths[layer]:
             raise ValueError(f"channel {channel} is out of range for {layer} (0 … {self.widths[layer] - 1})")
         self._scans: dict = {}
@@ -252,15 +317,23 @@ class OcclusionExplorer(Explorer):
     """Pick an image of ``dataset``, the occluder's size and its stride; see Fig. 7's row for it.
 
     ``dataset`` is a :class:`zfkit.data.TensorImages` (model inputs, labels, ``display`` for
-    pixels); the target is each image's true label. Every sweep is kept, so going back to an
-    earlier setting redraws without recomputing.
+    pixels); the target is each image's true label. ``layer`` is the one whose strongest map's
+    activity is mapped (default ``conv5``, else the model's last convolution). Every sweep is
+    kept, so going back to an earlier setting redraws without recomputing.
     """
 
-    def __init__(self, model: nn.Module, dataset, index: int = 0, patch: int = 8, stride: int = 2, layer: str = "conv5"):
+    picks = "an image, the occluder's size and its stride"
+
+    def __init__(self, model: nn.Module, dataset, index: int = 0, patch: int = 8, stride: int = 2,
+                 layer: str | None = None):
         images = getattr(dataset, "images", None)
         if not isinstance(images, torch.Tensor) or images.dim() != 4:
             raise ValueError("dataset must hold its model inputs as .images (N, C, H, W) and labels as .targets, "
                              "like zfkit.data.TensorImages")
+        if layer is None:  # the paper's conv5, else the model's last convolution
+            convs = _layers_of(model, (nn.Conv2d,))
+            layer = "conv5" if "conv5" in convs else convs[-1]
+        _map_shapes(model, images[0], [layer], layer)
         side = min(images.shape[-2:])
         for name, value, high in (("index", index, len(images) - 1), ("patch", patch, side), ("stride", stride, side)):
             low = 0 if name == "index" else 1
