@@ -211,3 +211,24 @@ def test_oracle_agreement_is_the_lowest_cosine_and_refuses_all_zero_projections(
         model.features.conv1.weight.zero_(), model.features.conv1.bias.fill_(-1.0)  # every unit dead
     with pytest.raises(ValueError, match="every projection is zero"):
         agreement(model, images, "conv2", [0])
+
+
+def test_captum_agrees_on_resnet18():
+    """Captum's NeuronDeconvolution hooks resnet18's (in-place, reused) ReLU modules; for a block's
+    output it must give zfkit's projection, residual additions and all."""
+    captum = pytest.importorskip("captum.attr")
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    x = torch.randn(1, 3, 96, 96)
+    channels = [3, 9]
+    ours = Deconvnet(model).project(x, "layer2", channels=channels)
+    seen = {}
+    handle = model.layer2.register_forward_hook(lambda m, i, o: seen.setdefault("a", o.clone()))
+    with torch.no_grad():
+        model(x)
+    handle.remove()
+    for j, ch in enumerate(channels):
+        y, x_ = divmod(int(seen["a"][0, ch].argmax()), seen["a"].shape[-1])
+        theirs = captum.NeuronDeconvolution(model, model.layer2).attribute(x.clone(), neuron_selector=(ch, y, x_))
+        assert _cosine(ours[0, j], theirs[0]) >= 0.9999
+        assert _relative_error(ours[0, j], theirs[0]) <= 1e-4
