@@ -214,8 +214,8 @@ def test_oracle_agreement_is_the_lowest_cosine_and_refuses_all_zero_projections(
 
 
 def test_captum_agrees_on_resnet18():
-    """Captum's NeuronDeconvolution hooks resnet18's (in-place, reused) ReLU modules; for a block's
-    output it must give zfkit's projection, residual additions and all."""
+    """Captum's NeuronDeconvolution hooks resnet18's (in-place, reused) ReLU modules, so for a block's
+    output it computes the same deconvnet, residual additions and all."""
     captum = pytest.importorskip("captum.attr")
     torch.manual_seed(0)
     model = torchvision.models.resnet18().eval()
@@ -230,5 +230,6 @@ def test_captum_agrees_on_resnet18():
     for j, ch in enumerate(channels):
         y, x_ = divmod(int(seen["a"][0, ch].argmax()), seen["a"].shape[-1])
         theirs = captum.NeuronDeconvolution(model, model.layer2).attribute(x.clone(), neuron_selector=(ch, y, x_))
+        theirs = theirs * seen["a"][0, ch, y, x_]  # Captum seeds the unit with 1, zfkit with its activation
         assert _cosine(ours[0, j], theirs[0]) >= 0.9999
         assert _relative_error(ours[0, j], theirs[0]) <= 1e-4
