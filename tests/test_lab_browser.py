@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 import nbformat
 import pytest
 
-from test_browser import CHROMIUM, CHROMIUM_ARGS
+from test_browser import browser  # noqa: F401  (the shared headless Chromium fixture)
 from zfkit import lab
 from zfkit.notebooks import WIDGET_VIEW
 
@@ -99,25 +99,9 @@ def jupyterlab():
         shutil.rmtree(work, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    """Headless Debian Chromium, as in test_browser.py."""
-    if not CHROMIUM.is_file():
-        reason = f"{CHROMIUM} not found; install Debian's chromium (`make setup` does when root)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-def _open(chromium, server: Lab, chapter: str):
+def _open(browser, server: Lab, chapter: str):
     """A page with ``chapter`` open and its kernel idle, and the list that collects what went wrong in it."""
-    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
     problems = []
     page.on("console", lambda m: m.type == "error" and problems.append(f"console: {m.text}"))
     page.on("pageerror", lambda e: problems.append(f"exception: {e}"))
@@ -209,8 +193,8 @@ def _shut_down_kernels(server: Lab) -> None:
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)
-def test_chapter_runs_in_jupyterlab_and_its_explorers_redraw(jupyterlab, chromium, chapter, capsys):
-    page, problems = _open(chromium, jupyterlab, chapter)
+def test_chapter_runs_in_jupyterlab_and_its_explorers_redraw(jupyterlab, browser, chapter, capsys):
+    page, problems = _open(browser, jupyterlab, chapter)
     try:
         stored = page.locator(".jp-OutputArea-output", has_text=lab.MARKER.replace("`", ""))  # rendered Markdown
         assert stored.count() > 0, "the copy's stored outputs are not marked as stored"
