@@ -50,10 +50,11 @@ unit: setup
 # The float-heavy unit tests again on other kernels, as on a CPU without AVX-512 or AMX (issue #15):
 # ATen's scalar code, oneDNN capped at AVX2, one thread. Floats from different kernels must agree by
 # a stated tolerance, not by luck. Files: invariance, correspondence, deconv, occlusion, topk, gallery,
-# probes, properties, sanity, lrn, filters, models, arch (cross-batch and structural-zero checks) and
-# kill_resume (bit-identical resume): 1.3 min on 2 EPYC cores, where the whole unit suite takes 2-4.
+# probes, properties, sanity, lrn, filters, models, arch (cross-batch and structural-zero checks),
+# kill_resume (bit-identical resume), graph, any_cnn, rf and efficientnet (other architectures):
+# about 2 min on 2 EPYC cores, where the whole unit suite takes 3-5.
 PORTABLE_TESTS := $(addprefix tests/test_,$(addsuffix .py,invariance correspondence deconv occlusion topk \
-  gallery probes properties sanity lrn filters models arch kill_resume))
+  gallery probes properties sanity lrn filters models arch kill_resume graph any_cnn rf efficientnet))
 .PHONY: unit-portable
 unit-portable: setup
 	ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=AVX2 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 \

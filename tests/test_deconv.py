@@ -65,18 +65,32 @@ def test_projection_matches_autograd_oracle(case, mode, rule):
     for layer in layers:
         out = Deconvnet(model, rule=rule).project(images, layer, channels=channels, mode=mode)
         assert out.shape == (2, 2, *images.shape[1:])
-        # A unit that is dead for an image projects to exactly 0 on both sides (ReLU), but the oracle
-        # runs one image and the engine two: a unit within rounding of 0 may be dead in only one of
-        # them. "Dead" is therefore below 1e-5 of the layer's largest projection (0 if all are dead).
-        dead = 1e-5 * out.abs().max()
+        # The oracle runs one image. Its forward pass must be the engine's to the last bit, or a ReLU
+        # input within rounding of 0 takes the other side of the guided/gradient mask (seen with ATen's
+        # scalar kernels, whose sums round differently for a batch of one and of two): each image is
+        # therefore also projected alone, and the batch of two must give the same pictures as these.
+        alone = torch.cat([Deconvnet(model, rule=rule).project(images[b:b + 1], layer, channels=channels, mode=mode)
+                           for b in range(2)])
         for b in range(2):
             for j, ch in enumerate(channels):
                 ref = autograd_projection(model, images[b], layer, ch, mode, rule)
-                if ref.abs().max() <= dead:
-                    assert out[b, j].abs().max() <= dead
-                else:
-                    assert _cosine(out[b, j], ref) >= 0.9999, (layer, b, ch)
-                    assert _relative_error(out[b, j], ref) <= 1e-4, (layer, b, ch)
+                if ref.abs().max() == 0:  # a dead unit projects to exactly 0 on both sides (ReLU)
+                    assert alone[b, j].abs().max() == 0
+                    continue
+                assert _cosine(alone[b, j], ref) >= 0.9999, (layer, b, ch)
+                assert _relative_error(alone[b, j], ref) <= 1e-4, (layer, b, ch)
+        _same_up_to_mask_flips(out, alone)
+
+
+def _same_up_to_mask_flips(batched, alone):
+    """Batch shape changes only rounding: the pictures agree closely, or a unit within rounding of 0 was
+    dead in one pass only (then both are tiny next to the layer's strongest projection)."""
+    scale = float(alone.abs().max()) or 1.0
+    for a, b in zip(batched.flatten(0, 1), alone.flatten(0, 1)):
+        if b.abs().max() <= 1e-5 * scale:
+            assert a.abs().max() <= 1e-5 * scale
+        else:
+            assert _cosine(a, b) >= 0.999
 
 
 def test_cone_cropping_equals_the_uncropped_walk():
