@@ -14,7 +14,8 @@ import nbformat
 import pytest
 
 from zfkit import lab, profiles, zoo
-from zfkit.notebooks import HEADLESS_ENV, WIDGET_VIEW, strip_widgets
+from zfkit.notebooks import WIDGET_VIEW, strip_widgets
+from zfkit.profiles import HEADLESS_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from zfkit import models, viz, widgets  # noqa: E402
-from zfkit.notebooks import HEADLESS_ENV  # noqa: E402
+from zfkit.profiles import HEADLESS_ENV  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,8 @@ from pathlib import Path
 import nbformat
 
 from . import zoo
-from .notebooks import HEADLESS_ENV, chapters, strip_widgets
+from .notebooks import chapters, strip_widgets
+from .profiles import HEADLESS_ENV
 from .results import RESULTS_ENV
 
 __all__ = ["choose_profile", "profile_cache", "kernel_environment", "mark_stored_outputs", "sync_copies", "pre_save",

@@ -30,12 +30,12 @@ from pathlib import Path
 
 import yaml
 
+from .profiles import HEADLESS_ENV
+
 __all__ = ["pages", "chapters", "run_notebook", "strip_widgets", "main"]
 
 SOURCE_SUFFIXES = (".ipynb", ".md", ".rst")
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-#: Set (non-empty) for the kernels this runner starts: no browser shows them, and what they display is stored.
-HEADLESS_ENV = "ZFKIT_HEADLESS"
 
 
 def _toc_files(entry: dict) -> Iterator[str]:

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Profile", "get", "NAMES", "BOOK_RECIPE", "TRAIN_COST_CPU"]
+__all__ = ["Profile", "get", "NAMES", "BOOK_RECIPE", "TRAIN_COST_CPU", "HEADLESS_ENV"]
+
+#: Set (non-empty) for the kernels ``make book`` starts: no browser shows them, and what they display is
+#: stored, so explorers show their note instead of controls and training is not announced.
+HEADLESS_ENV = "ZFKIT_HEADLESS"
 
 #: Where the profiles' ``train_cost`` was measured (2 threads, bf16 autocast, from the zoo's run.json records).
 TRAIN_COST_CPU = "a 2-core AMD EPYC"

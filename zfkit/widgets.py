@@ -26,7 +26,7 @@ from torch import nn
 from . import viz
 from .deconv import _eval
 from .graph import model_graph
-from .notebooks import HEADLESS_ENV
+from .profiles import HEADLESS_ENV
 from .occlusion import OcclusionResult, occlusion
 from .rf import ReceptiveField, receptive_field
 

@@ -54,7 +54,7 @@ from torch.utils.data import Dataset
 
 from . import data, models, profiles
 from .models import init_he
-from .notebooks import HEADLESS_ENV
+from .profiles import HEADLESS_ENV
 from .checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint
 from .train import Recipe, cpu_name, evaluate, fit
 
