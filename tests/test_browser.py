@@ -10,7 +10,6 @@ notebook chapters offer their launch buttons. A full-page screenshot of each pag
 import functools
 import http.server
 import json
-import os
 import re
 import threading
 from pathlib import Path
@@ -26,12 +25,9 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
 SCREENS = ROOT / "_build" / "screens"
-CHROMIUM = Path("/usr/bin/chromium")
 PAGES = pages(ROOT / "_toc.yml")
 API = [p for p in PAGES if p.stem == "api"]
 CHAPTERS = [p for p in PAGES if p.suffix == ".ipynb"]
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # Resolve once every <img> has loaded or failed; lazy images are made eager so all are fetched.
 WAIT_FOR_IMAGES = """() => Promise.all(Array.from(document.images, img => {
     img.loading = "eager";
@@ -67,22 +63,6 @@ def site() -> str:
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):  # keep pytest's output readable
         pass
-
-
-@pytest.fixture(scope="session")
-def browser():
-    """Headless Debian Chromium with a fresh profile; playwright downloads no browser of its own."""
-    if not CHROMIUM.is_file():
-        reason = f"{CHROMIUM} not found; install Debian's chromium (`make setup` does when root)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def _ids(paths: list[Path]) -> list[str]:

@@ -25,7 +25,6 @@ from urllib.parse import urlparse
 import nbformat
 import pytest
 
-from test_browser import browser  # noqa: F401  (the shared headless Chromium fixture)
 from zfkit import lab
 from zfkit.notebooks import WIDGET_VIEW
 
