@@ -29,7 +29,6 @@ fraction of the cost.
 from __future__ import annotations
 
 import operator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -37,7 +36,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from .checks import check_images
-from .graph import KINDS, Op, model_graph
+from .graph import KINDS, Op, eval_mode, model_graph
 
 __all__ = ["Deconvnet", "RULES"]
 
@@ -115,7 +114,7 @@ class Deconvnet:
             raise ValueError(f"chunk must be a positive int (selections projected together), got {chunk!r}")
         path = self.graph.ancestors(target.op)
         _refuse_unsupported(path)
-        with _eval(self.model):
+        with eval_mode(self.model):
             forward = self._forward(images, target.op)
         acts = forward.values[target.op.node]
         if not isinstance(acts, torch.Tensor) or acts.dim() != 4:
@@ -271,7 +270,7 @@ def _refuse_unsupported(path: list[Op]) -> None:
     for op in path:
         if op.kind not in _WALKABLE:
             supported = ", ".join(k for k in KINDS if k in _WALKABLE - {"input", "check", "shape"})
-            raise ValueError(f"Deconvnet cannot reverse {_describe(op)} in {op.where!r}: it has no agreed deconvnet "
+            raise ValueError(f"Deconvnet cannot reverse {op.describe()} in {op.where!r}: it has no agreed deconvnet "
                              f"rule. Supported on the way down: {supported} (zfkit.graph.KINDS says how each is "
                              "reversed); project a layer below it")
 
@@ -282,26 +281,8 @@ def _refuse_gates(path: list[Op], values: dict) -> None:
         if op.kind == "scale" and op.node.target in (operator.mul, operator.imul, torch.mul, "mul", "mul_", "div",
                                                         operator.truediv, torch.div):
             if sum(isinstance(values.get(a), torch.Tensor) for a in op.node.all_input_nodes) > 1:
-                raise ValueError(f"Deconvnet cannot reverse {_describe(op)} in {op.where!r}: it multiplies two "
+                raise ValueError(f"Deconvnet cannot reverse {op.describe()} in {op.where!r}: it multiplies two "
                                  "signals (a gate, e.g. squeeze-excitation), which has no agreed deconvnet rule")
-
-
-def _describe(op: Op) -> str:
-    if op.module is not None:
-        return f"{type(op.module).__name__} module {op.node.target!r}"
-    target = op.node.target
-    return f"{getattr(target, '__name__', target)} ({op.node.op})"
-
-
-@contextmanager
-def _eval(model: nn.Module):
-    """Eval mode while projecting (dropout off, batch norm's running statistics), restored after."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 def _cat_dim(node: fx.Node) -> int:

@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .deconv import Deconvnet
+from .graph import eval_mode
 from .rf import receptive_field
 from .topk import TopK, topk, topk_layers
 
@@ -65,18 +66,14 @@ def top_projections(model: nn.Module, dataset: Dataset, layer: str, channels, k:
     size = (images.shape[1], images.shape[-2], images.shape[-1])
     field = receptive_field(model, layer, size)
     deconv = Deconvnet(model, rule=rule)
-    was_training = model.training
-    model.eval()
     panels = []
-    try:
+    with eval_mode(model):
         for c in channels:
             idx = scan.indices[c, :k]
             cut = lambda batch: torch.stack([field.patch(im, int(y), int(x)) for im, y, x in  # noqa: E731
                                              zip(batch, scan.ys[c, :k], scan.xs[c, :k])])
             proj = cut(deconv.project(images[idx], layer, channels=[c], mode="max")[:, 0]) if project else None
             panels.append(Panel(layer, c, scan.values[c, :k], idx, proj, cut(images[idx]), labels[idx]))
-    finally:
-        model.train(was_training)
     return panels
 
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 import difflib
 import operator
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -30,7 +31,7 @@ from torch import nn
 
 from . import lrn, models
 
-__all__ = ["Op", "GraphLayer", "ModelGraph", "KINDS", "model_graph", "layer_names"]
+__all__ = ["Op", "GraphLayer", "ModelGraph", "KINDS", "model_graph", "layer_names", "eval_mode"]
 
 #: Kinds of operation and what the deconvnet does with each on the way down.
 KINDS = {
@@ -74,6 +75,12 @@ class Op:
     kind: str
     module: nn.Module | None  # the called module (call_module nodes), else None
     where: str  # the qualified module path the node belongs to, for messages
+
+    def describe(self) -> str:
+        """The op as a message names it: ``SiLU module 'features.1.0'`` or ``sigmoid (call_function)``."""
+        if self.module is not None:
+            return f"{type(self.module).__name__} module {self.node.target!r}"
+        return f"{getattr(self.node.target, '__name__', self.node.target)} ({self.node.op})"
 
 
 @dataclass(frozen=True)
@@ -386,3 +393,14 @@ def model_graph(model: nn.Module) -> ModelGraph:
 def layer_names(model: nn.Module) -> list[str]:
     """The layer names zfkit's engines accept for ``model``, in forward order."""
     return model_graph(model).names()
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode for an analysis (dropout off, batch norm's running statistics), the caller's mode restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .checks import check_images
-from .graph import model_graph
+from .graph import eval_mode, model_graph
 from .layers import output_op
 from .verdicts import bootstrap_noise
 
@@ -74,13 +74,9 @@ def capture(model: nn.Module, images: torch.Tensor, layers: Sequence[str | nn.Mo
     graph = model_graph(model)
     chosen = [graph.layer(layer) for layer in layers]
     returned = output_op(graph)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         with torch.no_grad():
             values = graph.run(images, [c.op for c in chosen] + [returned], keep=False)
-    finally:
-        model.train(was_training)
     return {c.name: values[c.op.node].flatten(1) for c in chosen}, values[returned.node]
 
 

@@ -34,7 +34,7 @@ from torch import nn
 
 from .checks import check_images
 from .deconv import Deconvnet
-from .graph import ModelGraph, Op, model_graph
+from .graph import ModelGraph, Op, eval_mode, model_graph
 from .layers import output_op, resolve
 from .rf import window_geometry
 from .verdicts import standard_error
@@ -111,9 +111,7 @@ def occlusion(model: nn.Module, image: torch.Tensor, target: int, patch: int, st
         raise ValueError(f"fill must be a finite number (0.0 is the dataset mean), got {fill!r}")
     ratio = _ratio(approximate)
     outputs = (chosen.op, output_op(graph))
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         with torch.inference_mode():
             values = graph.run(image[None], outputs)
             acts, logits = _checked(model, values, outputs, chosen.name)
@@ -138,8 +136,6 @@ def occlusion(model: nn.Module, image: torch.Tensor, target: int, patch: int, st
                 activity, occluded, macs = _incremental_sweep(model, *incremental, ys, xs, patch, fill, channel, ratio,
                                                               batch_size)
         projection = Deconvnet(model).project(image[None], layer, channels=[channel], mode="max")[0, 0]
-    finally:
-        model.train(was_training)
     shape = (len(ys), len(xs))
     occluded = occluded.softmax(-1)
     return OcclusionResult(

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .deconv import Deconvnet, _eval
-from .graph import Op, model_graph
+from .deconv import Deconvnet
+from .graph import Op, eval_mode, model_graph
 
 __all__ = ["relu_with", "rule_forward", "autograd_projection", "agreement"]
 
@@ -65,7 +65,7 @@ def rule_forward(model: nn.Module, images: torch.Tensor, layer, rule: str = "dec
         return None
 
     x = images.detach().clone().requires_grad_(True)
-    with torch.enable_grad(), _eval(model):
+    with torch.enable_grad(), eval_mode(model):
         h = graph.run(x, [target], step)[target.node]
     return x, h
 

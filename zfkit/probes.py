@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .graph import model_graph
+from .graph import eval_mode, model_graph
 from .models import ArchSpec, ConvNet, build, init_he
 from .topk import layer_activations
 from .verdicts import K, all_of, below, exceeds, k_for
@@ -115,18 +115,14 @@ def features(model: nn.Module, dataset: Dataset, layer: str | nn.Module, batch_s
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if grid is not None and (not isinstance(grid, int) or grid < 1):
         raise ValueError(f"grid must be a positive int or None, got {grid!r}")
-    was_training = model.training
-    model.eval()
     out = []
-    try:
+    with eval_mode(model):
         with torch.no_grad():
             for start in tqdm(range(0, len(images), batch_size), desc="features", disable=not progress):
                 acts = layer_activations(model, images[start:start + batch_size], layer)
                 if acts.dim() == 4 and grid is not None:
                     acts = F.adaptive_max_pool2d(acts, (min(grid, acts.shape[2]), min(grid, acts.shape[3])))
                 out.append(acts.flatten(1).numpy())
-    finally:
-        model.train(was_training)
     return np.concatenate(out)
 
 

@@ -34,8 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from .deconv import _describe, _eval
-from .graph import ModelGraph, Op, model_graph
+from .graph import ModelGraph, Op, eval_mode, model_graph
 
 __all__ = ["ReceptiveField", "receptive_field", "receptive_fields", "window_geometry"]
 
@@ -145,7 +144,7 @@ def _sizes(graph: ModelGraph, target: Op, input_size: tuple[int, int, int]) -> C
             weight = next(graph.model.parameters(), None)
             image = torch.zeros(1, *input_size, dtype=weight.dtype if weight is not None else torch.float32,
                                 device=weight.device if weight is not None else "cpu")
-            with torch.no_grad(), _eval(graph.model):
+            with torch.no_grad(), eval_mode(graph.model):
                 values.update(graph.run(image, [target]))
         value = values[node]
         return tuple(value.shape) if isinstance(value, torch.Tensor) else ()
@@ -292,7 +291,7 @@ def _input_size(model: nn.Module, input_size) -> tuple[int, int, int]:
 
 def _square(name: str, field: _Field | _Unknown | None) -> ReceptiveField:
     if isinstance(field, _Unknown):
-        raise ValueError(f"receptive_field cannot tell which input positions {_describe(field.op)} in "
+        raise ValueError(f"receptive_field cannot tell which input positions {field.op.describe()} in "
                          f"{field.op.where!r} reads, so it cannot follow {name!r} back to the image; the known ops are "
                          "convolutions, poolings, padding, pointwise ops, addition, concatenation, products and ops "
                          "that mix every position (flatten, Linear, global pooling)")

@@ -40,7 +40,7 @@ from torch import nn
 
 from .checks import check_images
 from .deconv import RULES, Deconvnet
-from .graph import model_graph
+from .graph import eval_mode, model_graph
 from .models import init_he
 from .oracle import rule_forward
 from .topk import layer_activations
@@ -171,9 +171,7 @@ def project(model: nn.Module, images: torch.Tensor, layer: str | nn.Module, unit
         units = units.expand(n).clone()
     if units.shape != (n,):
         raise ValueError(f"units must be one int or one per image ({n}), got {units.numel()}")
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         shape = layer_activations(model, images[:1], layer).shape
         if len(shape) == 2:
             if units.min() < 0 or units.max() >= shape[1]:
@@ -186,8 +184,6 @@ def project(model: nn.Module, images: torch.Tensor, layer: str | nn.Module, unit
             idx = (units == c).nonzero().flatten()
             out[idx] = deconv.project(images[idx], layer, channels=[int(c)], mode="max")[:, 0]
         return out
-    finally:
-        model.train(was_training)
 
 
 # ---------------------------------------------------------------- similarity

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .checks import check_images
-from .graph import GraphLayer, model_graph
+from .graph import GraphLayer, eval_mode, model_graph
 
 __all__ = ["TopK", "topk", "topk_layers", "layer_activations"]
 
@@ -107,17 +107,13 @@ def _scan(model: nn.Module, dataset: Dataset, targets: list[GraphLayer], k: int,
     joined = distributed.join(torch.device("cpu"))  # a no-op outside torchrun; gloo carries the small merge
     rank, world = joined.rank, joined.size
     shard = range(rank * batch_size, n, batch_size * world)
-    was_training = model.training
-    model.eval()
     best: list[TopK | None] = [None] * len(targets)
     desc = f"top-{k} {', '.join(t.name for t in targets)}"
-    try:
+    with eval_mode(model):
         for start in tqdm(shard, desc=desc, disable=not progress or rank != 0):
             idx = torch.arange(start, min(start + batch_size, n))
             outputs = _activations(model, _batch(dataset, idx), targets)
             best = [_update(b, _units(acts, t.name), idx, k) for b, acts, t in zip(best, outputs, targets)]
-    finally:
-        model.train(was_training)
     if world > 1:
         best = [_merge_ranks(b, k) for b in best]
     return best

@@ -24,8 +24,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from . import viz
-from .deconv import _eval
-from .graph import model_graph
+from .graph import eval_mode, model_graph
 from .profiles import HEADLESS_ENV
 from .occlusion import OcclusionResult, occlusion
 from .rf import ReceptiveField, receptive_field
@@ -167,7 +166,7 @@ def _map_shapes(model: nn.Module, image: torch.Tensor, layers: list[str], layer:
                          "pass layers= to offer it")
     graph = model_graph(model)
     chosen = [graph.layer(name) for name in layers]
-    with torch.no_grad(), _eval(model):
+    with torch.no_grad(), eval_mode(model):
         values = graph.run(image[None], [c.op for c in chosen], keep=False)
     shapes = {}
     for name, c in zip(layers, chosen):
