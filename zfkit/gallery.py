@@ -7,6 +7,7 @@ and the image are cut to the unit's receptive field, as in the paper's figure.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -42,11 +43,13 @@ class Panel:
 
 def top_projections(model: nn.Module, dataset: Dataset, layer: str, channels, k: int = 9,
                     scan: TopK | None = None, rule: str = "deconvnet", progress: bool = True,
-                    project: bool = True) -> list[Panel]:
+                    project: bool = True, patch: Callable | None = None) -> list[Panel]:
     """A :class:`Panel` per channel of ``layer``; pass ``scan`` to reuse an earlier top-k pass.
 
     ``project=False`` skips the deconvnet (the slow part): the panels then hold the image patches
-    and labels only, with ``projections`` None.
+    and labels only, with ``projections`` None. ``patch(image, field, y, x)`` cuts what unit (y, x)
+    sees (default: the receptive field, as in Fig. 2); a model whose fields outgrow the image can
+    shrink them instead (e.g. :func:`zfkit.imagenet.unit_patch`).
     """
     images = getattr(dataset, "images", None)
     labels = getattr(dataset, "targets", None)
@@ -65,12 +68,13 @@ def top_projections(model: nn.Module, dataset: Dataset, layer: str, channels, k:
                          f"got {wrong}")
     size = (images.shape[1], images.shape[-2], images.shape[-1])
     field = receptive_field(model, layer, size)
+    patch = patch if patch is not None else (lambda image, f, y, x: f.patch(image, y, x))
     deconv = Deconvnet(model, rule=rule)
     panels = []
     with eval_mode(model):
         for c in channels:
             idx = scan.indices[c, :k]
-            cut = lambda batch: torch.stack([field.patch(im, int(y), int(x)) for im, y, x in  # noqa: E731
+            cut = lambda batch: torch.stack([patch(im, field, int(y), int(x)) for im, y, x in  # noqa: E731
                                              zip(batch, scan.ys[c, :k], scan.xs[c, :k])])
             proj = cut(deconv.project(images[idx], layer, channels=[c], mode="max")[:, 0]) if project else None
             panels.append(Panel(layer, c, scan.values[c, :k], idx, proj, cut(images[idx]), labels[idx]))
@@ -150,18 +154,20 @@ def classes_per_map(panels: list[Panel]) -> np.ndarray:
     return np.array([len(set(p.labels.tolist())) for p in panels], dtype=float)
 
 
-def map_measures(model: nn.Module, dataset: Dataset, scans: dict[str, TopK], k: int = 9) -> dict[str, dict[str, np.ndarray]]:
+def map_measures(model: nn.Module, dataset: Dataset, scans: dict[str, TopK], k: int = 9,
+                 patch: Callable | None = None) -> dict[str, dict[str, np.ndarray]]:
     """Fig. 2's two numbers for every active map of each scanned layer: layer -> {"grouping", "classes"}.
 
     ``scans`` maps layer names to their top-k scans (e.g. from :func:`zfkit.topk.topk_layers`);
     maps without ``k`` positive activations are left out (:func:`active_maps`). Each array holds one
     value per map (:func:`grouping` of the patches, :func:`classes_per_map`), so the spread over
-    maps gives each mean its noise. Uses the image patches only: no projections are computed.
+    maps gives each mean its noise. Uses the image patches only (``patch`` as in
+    :func:`top_projections`): no projections are computed.
     """
     measured = {}
     for layer, scan in scans.items():
         maps = top_projections(model, dataset, layer, active_maps(scan, k), k=k, scan=scan, progress=False,
-                               project=False)
+                               project=False, patch=patch)
         measured[layer] = {"grouping": grouping(maps), "classes": classes_per_map(maps)}
     return measured
 

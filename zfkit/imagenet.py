@@ -391,30 +391,11 @@ def fit_to_image(panels: Sequence, scan, field, side: int = 224) -> list:
 
 def map_measures(model: nn.Module, dataset: TensorImages, scans: Mapping, k: int = 9,
                  size: int = 48) -> dict[str, dict[str, np.ndarray]]:
-    """Fig. 2's two numbers for every active map of each scanned layer, as :func:`zfkit.gallery.map_measures`
-    (``grouping`` of the top-k patches, ``classes``: distinct labels among them), on :func:`unit_patch`'s
-    patches, so that receptive fields larger than the image work."""
-    from .gallery import Panel, active_maps, classes_per_map, grouping
-    from .rf import receptive_field
+    """:func:`zfkit.gallery.map_measures` on :func:`unit_patch`'s patches, so that receptive fields
+    larger than the image work (and hundreds of maps stay within memory)."""
+    from .gallery import map_measures as measures
 
-    measured = {}
-    for layer, scan in scans.items():
-        field = receptive_field(model, layer, tuple(dataset.images.shape[1:]))
-        whole: dict[int, torch.Tensor] = {}  # image index -> the image shrunk (fields wider than the image)
-        panels = []
-        for c in active_maps(scan, k):
-            idx = scan.indices[c, :k]
-            patches = []
-            for i, y, x in zip(idx.tolist(), scan.ys[c, :k].tolist(), scan.xs[c, :k].tolist()):
-                if field.size >= min(dataset.images.shape[-2:]):
-                    if i not in whole:
-                        whole[i] = unit_patch(dataset.images[i], field, y, x, size)
-                    patches.append(whole[i])
-                else:
-                    patches.append(unit_patch(dataset.images[i], field, y, x, size))
-            panels.append(Panel(layer, c, scan.values[c, :k], idx, None, torch.stack(patches), dataset.targets[idx]))
-        measured[layer] = {"grouping": grouping(panels), "classes": classes_per_map(panels)}
-    return measured
+    return measures(model, dataset, scans, k, patch=lambda image, field, y, x: unit_patch(image, field, y, x, size))
 
 
 GROUPING = "Fig. 2 (i): strong grouping within each feature map"
