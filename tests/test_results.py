@@ -83,13 +83,60 @@ def test_missing_results_say_how_to_make_them(tmp_path):
 def test_verdict_table_renders_and_records():
     from zfkit.results import Verdict, verdict_table
 
-    table = verdict_table([Verdict("a | b", "0.9", True), Verdict("c", "0.1", False, "null result"), Verdict("d", "?", None)])
+    from zfkit.verdicts import NOT_TESTABLE
+
+    table = verdict_table([Verdict("a | b", "0.9", True, noise="± 0.1 over 5 seeds"),
+                           Verdict("c", "0.1", False, "null result", noise="± 0.01"),
+                           Verdict("d", "?", None, noise="± 1", needed="20 seeds"),
+                           Verdict("e", "0 vs 0", NOT_TESTABLE, precondition="no dead filter in either net")])
     md = table._repr_markdown_()
-    assert md.count("\n") == 4 and "a \\| b" in md and "**not reproduced**: null result" in md
+    assert md.count("\n") == 5 and "a \\| b" in md and "**not reproduced**: null result; noise: ± 0.01" in md
+    assert "**not testable**: precondition failed: no dead filter in either net" in md
     assert md.startswith("| Paper's claim |")
-    assert [r["verdict"] for r in table.records()] == ["reproduced", "not reproduced", "inconclusive"]
+    assert [r["verdict"] for r in table.records()] == ["reproduced", "not reproduced", "inconclusive", "not testable"]
+    assert type(table).from_records(table.records())._repr_markdown_() == md
     with pytest.raises(ValueError, match="Verdict"):
         verdict_table([])
+
+
+def test_claim_rows_must_state_noise_and_an_inconclusive_row_its_budget():
+    from zfkit.results import Verdict, verdict_table
+
+    with pytest.raises(ValueError, match="states no noise"):
+        verdict_table([Verdict("a", "1", True)])
+    with pytest.raises(ValueError, match="without `needed`"):
+        verdict_table([Verdict("a", "1", None, noise="± 1")])
+    with pytest.raises(ValueError, match="name the failed precondition"):
+        from zfkit.verdicts import NOT_TESTABLE
+        Verdict("a", "1", NOT_TESTABLE)
+
+
+@pytest.mark.parametrize("value, outcome, label", [(5.0, True, "reproduced"), (-5.0, False, "not reproduced"),
+                                                   (1.0, None, "inconclusive")])
+def test_decided_rows_carry_threshold_flip_point_and_budget(value, outcome, label):
+    from zfkit.results import Verdict, verdict_table
+    from zfkit.verdicts import decide
+
+    row = Verdict.decided("claim", "m", decide(value, 0.0, 1.0, samples=5), noise="± 1 over 5 seeds",
+                          why="no difference", unit="seeds")
+    record = verdict_table([row]).records()[0]
+    assert record["verdict"] == label and record["holds"] is outcome
+    assert record["threshold"] == {"value": 0.0, "source": "ours", "why": "no difference"}
+    k = 2.7764451051977934
+    assert record["flips_at"] == pytest.approx(value - k if value > 0 else value + k, abs=1e-6)
+    assert ("needed" in record) is (outcome is None)
+    if outcome is None:
+        assert record["needed"].startswith("22 seeds")  # t(21) x sqrt(5/22) = 0.991 < 1, t(20) x sqrt(5/21) = 1.018
+
+
+def test_decided_rows_need_a_reason_for_the_threshold_and_samples_when_undecided():
+    from zfkit.results import Verdict
+    from zfkit.verdicts import decide
+
+    with pytest.raises(ValueError, match="why"):
+        Verdict.decided("c", "m", decide(5.0, 0.0, 1.0, samples=5), noise="± 1")
+    with pytest.raises(ValueError, match="pass samples="):
+        Verdict.decided("c", "m", decide(1.0, 0.0, 1.0), noise="± 1", why="w")
 
 
 def test_checks_are_a_separate_table_and_saved_as_records(tmp_path):
@@ -98,7 +145,7 @@ def test_checks_are_a_separate_table_and_saved_as_records(tmp_path):
     checks = check_table([Verdict("engine = oracle", "cosine 1.000000", True), Verdict("target", "91 %", False)])
     assert checks._repr_markdown_().startswith("| Our check | Measurement | Result |")
     assert [r["verdict"] for r in checks.records()] == ["passed", "failed"]
-    claims = verdict_table([Verdict("claim", "x", None)])
+    claims = verdict_table([Verdict("claim", "x", None, noise="± 1", needed="9 seeds")])
     save_results("ch", {"verdicts": claims, "checks": checks}, tmp_path)
     saved = load_results("ch", tmp_path)
     assert saved["checks"][0] == {"claim": "engine = oracle", "measured": "cosine 1.000000", "holds": True, "note": "",
@@ -115,7 +162,7 @@ def test_verdict_changes_lists_only_the_rows_that_moved(tmp_path):
 
     save("a", True)
     save("b", None)
-    save_results("03_only_a", {"verdicts": verdict_table([Verdict("x", "1", True)])}, tmp_path / "a")
+    save_results("03_only_a", {"verdicts": verdict_table([Verdict("x", "1", True, noise="± 0")])}, tmp_path / "a")
     assert verdict_changes(tmp_path / "a", tmp_path / "b") == [
         ("02_ch", "moves", "reproduced", "inconclusive"), ("02_ch", "only a", "inconclusive", "missing"),
         ("02_ch", "only b", "missing", "inconclusive")]

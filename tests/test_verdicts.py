@@ -1,4 +1,4 @@
-"""Verdict rules: each outcome (reproduced, not reproduced, inconclusive) from closed-form inputs."""
+"""Verdict rules: each outcome (reproduced, not reproduced, inconclusive, not testable) from closed-form inputs."""
 
 import math
 
@@ -103,3 +103,75 @@ def test_k_for_few_samples_is_students_t_and_never_below_k():
     assert exceeds(3.82, 0, 1.9) is True and exceeds(3.82, 0, 1.9, k=k_for(5)) is None
     with pytest.raises(ValueError, match="at least 2"):
         k_for(1)
+
+
+# ---------------------------------------------------------------- decisions: four outcomes, flip points, budgets
+
+@pytest.mark.parametrize("value, direction, outcome", [
+    (3.0, ">", True), (-3.0, ">", False), (1.0, ">", None),
+    (-3.0, "<", True), (3.0, "<", False), (-1.0, "<", None),
+])
+def test_decide_reads_each_outcome_in_both_directions(value, direction, outcome):
+    d = verdicts.decide(value, 0.0, 1.0, direction=direction, k=2.0, samples=10)
+    assert d.holds is outcome
+    assert d.flips_at == pytest.approx(min((value - 2, value + 2), key=abs))  # the edge nearest the threshold
+    assert (d.needed is not None) is (outcome is None)
+
+
+def test_decide_flip_point_is_where_the_outcome_changes():
+    d = verdicts.decide(3.0, 0.0, 1.0, k=2.0)
+    assert d.holds is True and d.flips_at == 1.0
+    assert verdicts.exceeds(3.0, d.flips_at - 1e-9, 1.0) is True and verdicts.exceeds(3.0, d.flips_at + 1e-9, 1.0) is None
+
+
+def test_decide_defaults_to_students_t_for_few_samples():
+    assert verdicts.decide(2.5, 0.0, 1.0).holds is True                # K = 2 without a sample count
+    assert verdicts.decide(2.5, 0.0, 1.0, samples=5).holds is None     # t(4) = 2.78
+
+
+def test_samples_needed_is_the_first_budget_that_clears_students_t():
+    n = verdicts.samples_needed(1.0, 1.0, samples=5)
+    assert verdicts.k_for(n) * math.sqrt(5 / n) < 1.0 <= verdicts.k_for(n - 1) * math.sqrt(5 / (n - 1))
+    assert verdicts.samples_needed(0.0, 1.0, samples=5) is None          # on the threshold: nothing decides it
+    assert verdicts.samples_needed(1e-9, 1.0, samples=5) is None         # beyond any budget we would name
+    with pytest.raises(ValueError, match="at least 2"):
+        verdicts.samples_needed(1.0, 1.0, samples=1)
+
+
+def test_requires_turns_a_failed_precondition_into_not_testable():
+    decided = verdicts.decide(3.0, 0.0, 1.0)
+    assert verdicts.requires(True, decided, "unused") is decided
+    untestable = verdicts.requires(False, decided, "no dead filter in either net (0 and 0 over 5 seeds)")
+    assert untestable.holds is verdicts.NOT_TESTABLE and "0 and 0" in untestable.precondition
+    with pytest.raises(ValueError, match="precondition"):
+        verdicts.requires(False, decided, "")
+
+
+@pytest.mark.parametrize("values, outcome, deciding", [
+    ((3.0, 4.0), True, 3.0),      # reproduced: reported by the part with the least margin
+    ((3.0, -4.0), False, -4.0),   # refuted by its refuted part
+    ((3.0, 1.0), None, 1.0),      # undecided by its undecided part
+])
+def test_combine_reports_the_deciding_part(values, outcome, deciding):
+    parts = [verdicts.decide(v, 0.0, 1.0, k=2.0, samples=10) for v in values]
+    combined = verdicts.combine(*parts)
+    assert combined.holds is outcome and combined.value == deciding
+
+
+def test_combine_and_all_of_put_not_testable_first():
+    untestable = verdicts.requires(False, None, "no symmetric class")
+    assert verdicts.combine(verdicts.decide(-3.0, 0.0, 1.0), untestable).holds is verdicts.NOT_TESTABLE
+    assert all_of(False, verdicts.NOT_TESTABLE) is verdicts.NOT_TESTABLE
+    with pytest.raises(ValueError, match="Decision"):
+        verdicts.combine(True)
+
+
+def test_paired_bootstrap_cancels_what_the_pairs_share():
+    rng = np.random.default_rng(0)
+    shared = rng.normal(0, 1, 400)                 # image difficulty, common to both models
+    a, b = shared + 0.1, shared + rng.normal(0, 0.05, 400)
+    paired = verdicts.paired_bootstrap_noise(a, b)
+    assert paired == pytest.approx(np.std(a - b, ddof=1) / math.sqrt(400), rel=0.15)
+    assert paired < 0.2 * verdicts.mean_difference_noise(a, b)
+    with pytest.raises(ValueError, match="paired"):
+        verdicts.paired_bootstrap_noise([1.0, 2.0], [1.0])

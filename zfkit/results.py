@@ -17,11 +17,14 @@ import math
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
+import dataclasses
 from dataclasses import asdict, dataclass
 from numbers import Integral, Real
 from pathlib import Path
 
-__all__ = ["notebook_dir", "results_dir", "save_results", "load_results", "Verdict", "VerdictTable", "verdict_table",
+from .verdicts import NOT_TESTABLE, Decision, Outcome
+
+__all__ = ["notebook_dir", "results_dir", "save_results", "load_results", "Threshold", "Verdict", "VerdictTable", "verdict_table",
            "check_table", "verdict_changes", "RESULTS_ENV"]
 
 #: Environment variable naming the folder results go to; ``python -m zfkit.notebooks run`` sets it.
@@ -116,30 +119,84 @@ def load_results(chapter: str, folder: str | Path | None = None) -> dict:
 
 
 @dataclass(frozen=True)
+class Threshold:
+    """The value a claim's measurement is compared with, who set it, and why that value.
+
+    ``source`` is ``"paper"`` when Zeiler & Fergus (or the later paper the row cites) state the
+    number, ``"ours"`` when we chose it; ``why`` says where it comes from.
+    """
+
+    value: float
+    source: str
+    why: str
+
+    def __post_init__(self):
+        if self.source not in ("paper", "ours"):
+            raise ValueError(f"a threshold's source is 'paper' or 'ours', got {self.source!r}")
+        if not self.why:
+            raise ValueError(f"say why the threshold is {self.value!r} (its why is empty)")
+
+
+@dataclass(frozen=True)
 class Verdict:
     """One row of a chapter's closing tables: the claim (or check), our number, the outcome.
 
     ``holds`` comes from a rule in :mod:`zfkit.verdicts` applied to the run's measurement (True,
-    False, or None when the effect is within its noise), so the verdict always matches the
-    numbers of the run that printed it.
+    False, None when the effect is within its noise, :data:`zfkit.verdicts.NOT_TESTABLE` when the
+    claim's precondition fails here), so the verdict always matches the numbers of the run that
+    printed it. ``source`` names who claims it (``"paper"``: Zeiler & Fergus; otherwise the later
+    paper's short name, e.g. ``"Adebayo 2018"``); ``noise`` says what varies and its value;
+    ``threshold``, ``flips_at`` and ``needed`` come from the :class:`zfkit.verdicts.Decision`
+    (:meth:`decided`); ``precondition`` names, for a not-testable row, what failed and the
+    measurement that shows it.
     """
 
     claim: str
     measured: str
-    holds: bool | None
+    holds: Outcome
     note: str = ""
+    source: str = "paper"
+    noise: str = ""
+    threshold: Threshold | None = None
+    flips_at: float | None = None
+    needed: str | None = None
+    precondition: str = ""
+
+    def __post_init__(self):
+        if self.holds is NOT_TESTABLE and not self.precondition:
+            raise ValueError(f"{self.claim!r} is not testable: name the failed precondition and its measurement")
+
+    @classmethod
+    def decided(cls, claim: str, measured: str, decision: Decision, *, noise: str, note: str = "",
+                source: str = "paper", threshold_source: str = "ours", why: str = "",
+                unit: str = "samples") -> "Verdict":
+        """A row from a :class:`zfkit.verdicts.Decision`: its outcome, threshold, ``flips_at`` and
+        (inconclusive) ``needed``, counted in ``unit`` ("seeds per arm", "folds", "images")."""
+        if decision.holds is NOT_TESTABLE:
+            return cls(claim, measured, NOT_TESTABLE, note, source, noise, precondition=decision.precondition)
+        threshold = None if decision.threshold is None else Threshold(decision.threshold, threshold_source, why)
+        needed = None
+        if decision.holds is None:
+            if decision.samples is None:
+                raise ValueError(f"{claim!r} is inconclusive: pass samples= to zfkit.verdicts.decide so the row can "
+                                 "say what budget would decide it")
+            needed = (f"{decision.needed:,} {unit} (measured on {decision.samples:,})" if decision.needed
+                      else "no budget decides it: the effect sits on the threshold")
+        return cls(claim, measured, decision.holds, note, source, noise, threshold,
+                   None if decision.flips_at is None else round(decision.flips_at, 6), needed)
 
 
 class VerdictTable(list):
     """Renders as a Markdown table in notebooks and the book; ``records()`` for the results JSON.
 
-    Two kinds: the paper's claims (reproduced / not reproduced / inconclusive) and our own checks
-    and targets (passed / failed / undecided), which are never mixed with the paper's claims.
+    Two kinds: the paper's claims (reproduced / not reproduced / inconclusive / not testable) and
+    our own checks and targets (passed / failed / undecided / not applicable), which are never
+    mixed with the paper's claims.
     """
 
     HEADINGS = {"claims": ("Paper's claim", "Our measurement", "Verdict"), "checks": ("Our check", "Measurement", "Result")}
-    LABELS = {"claims": {True: "reproduced", False: "not reproduced", None: "inconclusive"},
-              "checks": {True: "passed", False: "failed", None: "undecided"}}
+    LABELS = {"claims": {True: "reproduced", False: "not reproduced", None: "inconclusive", NOT_TESTABLE: "not testable"},
+              "checks": {True: "passed", False: "failed", None: "undecided", NOT_TESTABLE: "not applicable"}}
 
     def __init__(self, rows, kind: str = "claims"):
         super().__init__(rows)
@@ -148,10 +205,21 @@ class VerdictTable(list):
     def label(self, row: Verdict) -> str:
         return self.LABELS[self.kind][row.holds]
 
+    @staticmethod
+    def explanation(row: Verdict) -> str:
+        """The verdict cell's text after the label: the note, the precondition, noise, threshold, budget."""
+        parts = [row.note, row.precondition and f"precondition failed: {row.precondition}",
+                 row.noise and f"noise: {row.noise}",
+                 row.threshold and f"threshold {row.threshold.value:g} ({row.threshold.source}: {row.threshold.why}), "
+                                   f"flips at {row.flips_at:.3g}",
+                 row.needed and f"needed: {row.needed}"]
+        return "; ".join(p for p in parts if p)
+
     def _repr_markdown_(self) -> str:
         cell = lambda text: str(text).replace("|", "\\|").replace("\n", " ")  # noqa: E731
-        rows = [f"| {cell(v.claim)} | {cell(v.measured)} | **{self.label(v)}**{': ' + cell(v.note) if v.note else ''} |"
-                for v in self]
+        source = lambda v: "" if v.source == "paper" else f" ({cell(v.source)})"  # noqa: E731
+        rows = [f"| {cell(v.claim)}{source(v)} | {cell(v.measured)} | **{self.label(v)}**"
+                f"{': ' + cell(self.explanation(v)) if self.explanation(v) else ''} |" for v in self]
         return "\n".join(["| {} | {} | {} |".format(*self.HEADINGS[self.kind]), "|---|---|---|", *rows])
 
     def __str__(self) -> str:
@@ -160,7 +228,28 @@ class VerdictTable(list):
     __repr__ = __str__
 
     def records(self) -> list[dict]:
-        return [{**asdict(v), "verdict": self.label(v)} for v in self]
+        out = []
+        for v in self:
+            record = {**asdict(v), "verdict": self.label(v)}
+            record["holds"] = "not testable" if v.holds is NOT_TESTABLE else v.holds
+            if self.kind == "checks":
+                del record["source"]  # our own checks cite nobody
+            out.append({key: value for key, value in record.items() if value not in (None, "") or key in ("holds", "note")})
+        return out
+
+    @staticmethod
+    def from_records(records: Sequence[Mapping], kind: str = "claims") -> "VerdictTable":
+        """The table back from :meth:`records` (the results JSON), e.g. to render it again."""
+        fields = {f.name for f in dataclasses.fields(Verdict)}
+        rows = []
+        for r in records:
+            values = {k: v for k, v in r.items() if k in fields}
+            if values.get("holds") == "not testable":
+                values["holds"] = NOT_TESTABLE
+            if isinstance(values.get("threshold"), Mapping):
+                values["threshold"] = Threshold(**values["threshold"])
+            rows.append(Verdict(**values))
+        return VerdictTable(rows, kind)
 
 
 def _table(rows: Sequence[Verdict], kind: str) -> VerdictTable:
@@ -171,8 +260,18 @@ def _table(rows: Sequence[Verdict], kind: str) -> VerdictTable:
 
 
 def verdict_table(rows: Sequence[Verdict]) -> VerdictTable:
-    """The chapter's closing table of the *paper's* claims, computed from its measurements."""
-    return _table(rows, "claims")
+    """The chapter's closing table of the *paper's* claims, computed from its measurements.
+
+    Every decided or undecided row states its noise, and an inconclusive one the budget that would
+    decide it (:meth:`Verdict.decided` fills both), so no verdict reaches the book without them.
+    """
+    table = _table(rows, "claims")
+    for row in table:
+        if row.holds is not NOT_TESTABLE and not row.noise:
+            raise ValueError(f"claim {row.claim!r} states no noise; say what varies and its value (seeds, folds, images)")
+        if row.holds is None and not row.needed:
+            raise ValueError(f"claim {row.claim!r} is inconclusive without `needed`; build it with Verdict.decided")
+    return table
 
 
 def check_table(rows: Sequence[Verdict]) -> VerdictTable:
