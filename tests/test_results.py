@@ -157,7 +157,7 @@ def test_verdict_changes_lists_only_the_rows_that_moved(tmp_path):
     from zfkit.results import Verdict, verdict_changes, verdict_table
 
     def save(folder, holds):
-        rows = [Verdict("steady", "1", True), Verdict("moves", "2", holds), Verdict(f"only {folder}", "3", None)]
+        rows = [Verdict("steady", "1", True, noise="± 0"), Verdict("moves", "2", holds, noise="± 0", needed="9 seeds" if holds is None else None), Verdict(f"only {folder}", "3", None, noise="± 1", needed="9 seeds")]
         save_results("02_ch", {"verdicts": verdict_table(rows)}, tmp_path / folder)
 
     save("a", True)

@@ -37,6 +37,11 @@ from torch import nn
 from . import verdicts
 from .data import PHOTOS_JSON, Photos, TensorImages
 from .efficientnet import MEAN, STD, EfficientNetLite0, unnormalize
+from .claims.deconvnet import GROUPING, INVARIANCE
+from .claims.invariance import INV_LAYERS, INV_LINEAR, INV_ROTATE, INV_STABLE, INV_SYMMETRY
+from .claims.occlusion import DROPS, LOCALISES, OVERLAP
+from .claims.sanity import SANITY_DECONV, SANITY_GRADIENT, SANITY_GUIDED
+from .claims.transfer import TRANSFER
 from .results import Verdict
 
 __all__ = ["Sizes", "SIZES", "sizes", "LAYERS", "FIRST", "PENULTIMATE", "OCCLUSION_LAYER", "LiteImages", "untrained",
@@ -398,8 +403,6 @@ def map_measures(model: nn.Module, dataset: TensorImages, scans: Mapping, k: int
     return measures(model, dataset, scans, k, patch=lambda image, field, y, x: unit_patch(image, field, y, x, size))
 
 
-GROUPING = "Fig. 2 (i): strong grouping within each feature map"
-INVARIANCE = "Fig. 2 (ii): greater invariance at higher layers"
 
 
 def hierarchy_claims(trained: Mapping, control: Mapping, low: str, high: str) -> list[Verdict]:
@@ -481,9 +484,6 @@ def compact_classes(result, classes: Sequence[str]):
     return replace(result, top_class=top, target=0), [classes[c] for c in present]
 
 
-DROPS = "The probability of the correct class drops significantly when the object is occluded"
-LOCALISES = "The model is localizing the object within the scene (not using the context)"
-OVERLAP = "Covering the structure the projection shows makes the map's activity drop"
 
 
 def occlusion_claims(largest_drops: Sequence[float], contrast: tuple[float, float, int, bool | None],
@@ -526,11 +526,6 @@ def paper_layers(result, first: str = FIRST, last: str = PENULTIMATE):
                    normalized={names[k]: v for k, v in result.normalized.items() if k in names})
 
 
-INV_LAYERS = "Small transformations have a dramatic effect on layer 1, a lesser one on layer 7"
-INV_LINEAR = "Layer 7 changes quasi-linearly with translation and scaling"
-INV_STABLE = "The output is stable to translation and scaling"
-INV_ROTATE = "The output is not invariant to rotation"
-INV_SYMMETRY = "... except for objects with rotational symmetry"
 
 
 def invariance_claims(measured: Mapping[str, tuple[float, float]], photos: int) -> list[Verdict]:
@@ -568,7 +563,6 @@ def invariance_claims(measured: Mapping[str, tuple[float, float]], photos: int) 
 
 # ---------------------------------------------------------------- §5.2: transfer
 
-TRANSFER = "Pretrained features + softmax beat training from scratch by a wide margin with few images (digits)"
 
 
 def transfer_claim(margins: Sequence[float], shots: Sequence[int], layer: str, margin: float = 10.0) -> Verdict:
@@ -614,9 +608,6 @@ def grouped_cascade(model: nn.Module, groups: Mapping[str, Sequence[str]], seed:
         yield name, randomize(model, done, seed)
 
 
-SANITY_GUIDED = "Adebayo 2018: guided backprop barely changes when the top layers are randomised"
-SANITY_GRADIENT = "Adebayo 2018: the gradient passes: its explanation changes as soon as the top layer is randomised"
-SANITY_DECONV = "Sixt 2020: the deconvnet ignores the parameters of later layers"
 
 
 def sanity_claims(sweep, top: str) -> list[Verdict]:
