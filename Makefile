@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROFILE ?= book
 export PYTHONHASHSEED := 0
 
-.PHONY: setup system book test lab unit nbval html browser bench clean
+.PHONY: setup system book studies test lab unit nbval html browser bench clean
 
 setup: $(STAMP) system
 
@@ -32,9 +32,15 @@ system: $(STAMP)
 	@$(PY) -m zfkit data
 
 # Execute every chapter in _toc.yml order with papermill (profile $(PROFILE)), then build the HTML.
-book: setup
+# The studies come first: a no-op when their committed records are complete (book/results/studies).
+book: setup studies
 	$(PY) -m zfkit.notebooks run --profile $(PROFILE)
 	$(MAKE) html
+
+# Tables 2-3 at convergence (zfkit/studies.py): resumable per row and seed, about 75 min on 2 cores from
+# scratch; profile book writes book/results/studies, ci writes _build/studies-ci.
+studies: setup
+	$(PY) -m zfkit.studies run --profile $(PROFILE)
 
 # JupyterLab on copies of the chapters in _build/lab (zfkit/lab.py): PROFILE=ci|book (default: the one whose
 # models are trained), FRESH=1 copies book/ again. Prints the URL to open; Ctrl-C stops it.
@@ -63,6 +69,7 @@ unit-portable: setup
 # Re-execute the committed notebooks with the ci profile and compare to their stored outputs.
 # The ci models are trained into a cache inside _build, as on a fresh machine.
 nbval: setup
+	$(PY) -m zfkit.studies run --profile ci
 	ZFKIT_PROFILE=ci ZFKIT_CACHE=$(CURDIR)/_build/zoo-ci $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
 	  --nbval-sanitize-with tests/nbval_sanitize.cfg book/
 

@@ -39,3 +39,13 @@ def test_aliased_energy_of_pure_gratings():
     assert filters.aliased_energy(as_filters(fast), stride=2) == pytest.approx(0.0, abs=1e-9)  # 3/16 < 1/4
     with pytest.raises(ValueError, match="stride"):
         filters.aliased_energy(as_filters(fast), stride=0)
+
+
+def test_clipping_acted_only_where_the_twins_differ():
+    w = torch.randn(4, 1, 3, 3)
+    assert filters.clipping_acted(w, w.clone()) is False
+    clipped = w.clone()
+    clipped[2] *= 0.5
+    assert filters.clipping_acted(w, clipped) is True
+    with pytest.raises(ValueError, match="same shape"):
+        filters.clipping_acted(w, w[:3])

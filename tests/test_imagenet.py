@@ -2,6 +2,8 @@
 
 The verdict builders are fed synthetic measurements built so that each claim must read reproduced
 (True), not reproduced (False) or inconclusive (None); a rule that could only say one of them fails.
+Every row must also carry what the claim tables demand (:func:`_table_ready`): its noise, a threshold
+with its source and why, ``flips_at``, and ``needed`` exactly when inconclusive.
 """
 
 import json
@@ -14,10 +16,24 @@ import torch
 from zfkit import data, imagenet, verdicts
 from zfkit.invariance import InvarianceResult
 from zfkit.occlusion import OcclusionResult
-from zfkit.results import Verdict, verdict_table
+from zfkit.results import Verdict, check_table, verdict_table
 from zfkit.rf import ReceptiveField
 from zfkit.sanity import Sweep
 from helpers import random_mini
+
+
+def _table_ready(rows, expected, unit, sources=("ours",), source="paper"):
+    """Each row reads ``expected``, passes verdict_table, and carries noise, a threshold (its source one
+    of ``sources``, with a why), flips_at, the claim's ``source``, and ``needed`` in ``unit`` only when inconclusive."""
+    verdict_table(rows)
+    for row in rows:
+        assert row.holds is expected, row
+        assert row.noise and row.source == source
+        assert row.threshold is not None and row.threshold.source in sources and row.threshold.why
+        assert row.flips_at is not None
+        assert (row.needed is not None) == (expected is None), row
+        if expected is None:
+            assert unit in row.needed and "measured on" in row.needed
 
 
 # ---------------------------------------------------------------- sizes and data
@@ -27,7 +43,7 @@ def test_sizes_per_profile():
     assert imagenet.sizes("paper") == book
     assert book.crops >= 2000 and book.occlusion_photos >= 6 and ci.crops < book.crops
     assert max(book.shots) == 30 and min(book.shots) == 1 and book.folds >= 2
-    assert set(book.fig1_layers) <= set(imagenet.LAYERS) and set(book.panel_layers) <= set(imagenet.LAYERS)
+    assert set(book.unit_layers) <= set(imagenet.LAYERS) and set(book.panel_layers) <= set(imagenet.LAYERS)
     with pytest.raises(ValueError, match="unknown profile"):
         imagenet.sizes("huge")
 
@@ -212,7 +228,15 @@ def _maps(grouping, classes, n=40, spread=0.01, seed=0):
 def test_hierarchy_claims_outcomes(trained, control, expected):
     grouping, invariance = imagenet.hierarchy_claims(trained, control, "low", "high")
     assert grouping.claim == imagenet.GROUPING and invariance.claim == imagenet.INVARIANCE
-    assert grouping.holds is expected and invariance.holds is expected
+    _table_ready([grouping, invariance], expected, "maps per stage")
+    assert "(measured on 40)" in (grouping.needed or "(measured on 40)")
+    assert grouping.threshold.why.startswith(("low:", "high:"))  # the stage that decides is named
+
+
+def test_hierarchy_claims_need_both_stages_in_both_networks():
+    maps = {"low": _maps(0.3, 6), "high": _maps(0.3, 2)}
+    with pytest.raises(ValueError, match="must both measure"):
+        imagenet.hierarchy_claims(maps, {"low": maps["low"]}, "low", "high")
 
 
 # ---------------------------------------------------------------- Fig. 7
@@ -271,12 +295,14 @@ def test_compact_classes_renumbers_the_classes_present_target_first():
 @pytest.mark.parametrize("largest, contrast, overlap, expected", [
     ([0.9, 0.8, 0.95, 0.85, 0.9, 0.92], (0.4, 0.05, 6, True), [0.3, 0.25, 0.35, 0.3, 0.28, 0.32], True),
     ([0.1, 0.2, 0.05, 0.15, 0.1, 0.08], (-0.4, 0.05, 6, False), [-0.3, -0.25, -0.35, -0.3, -0.28, -0.32], False),
-    ([0.1, 0.9, 0.2, 0.8, 0.5, 0.6], (0.05, 0.2, 6, None), [0.3, -0.3, 0.2, -0.25, 0.1, -0.05], None),
+    ([0.1, 0.9, 0.2, 0.8, 0.5, 0.6], (0.05, 0.2, 6, None), [0.3, -0.3, 0.2, -0.25, 0.1, 0.0], None),
 ])
 def test_occlusion_claims_outcomes(largest, contrast, overlap, expected):
     rows = imagenet.occlusion_claims(largest, contrast, overlap, draws=200)
     assert [r.claim for r in rows] == [imagenet.DROPS, imagenet.LOCALISES, imagenet.OVERLAP]
-    assert [r.holds for r in rows] == [expected] * 3
+    _table_ready(rows, expected, "photos")
+    assert rows[0].threshold.value == 0.5 and "drops significantly" in rows[0].threshold.why
+    assert "6 photos" in rows[0].noise and "200 resamples" in rows[0].noise
 
 
 # ---------------------------------------------------------------- Fig. 5
@@ -308,13 +334,34 @@ def test_invariance_claims_outcomes(measured, expected):
     rows = imagenet.invariance_claims(measured, photos=8)
     assert [r.claim for r in rows] == [imagenet.INV_LAYERS, imagenet.INV_LINEAR, imagenet.INV_STABLE,
                                        imagenet.INV_ROTATE, imagenet.INV_SYMMETRY]
-    assert [r.holds for r in rows] == [expected] * 5
+    _table_ready(rows, expected, "photos", sources=("paper", "ours"))
+    assert all("8 photos" in r.noise for r in rows)
+
+
+def test_invariance_claims_name_the_part_that_decides_and_its_threshold_source():
+    ratio_fails = _measured(0.5, 0.01) | {"ratio/scale": (1.5, 0.01)}  # layer 7 moves more than layer 1 under scaling
+    row = imagenet.invariance_claims(ratio_fails, photos=8)[0]
+    assert row.holds is False and row.threshold.value == 1 and row.threshold.source == "paper"
+    assert row.threshold.why.startswith("ratio/scale:") and "ratio/scale" in row.noise
+    control_fails = _measured(0.5, 0.01) | {"learned/translate": (0.3, 0.01)}  # the untrained net is steadier
+    row = imagenet.invariance_claims(control_fails, photos=8)[0]
+    assert row.holds is False and row.threshold.value == 0 and row.threshold.source == "ours"
+    assert row.threshold.why.startswith("learned/translate:")
+    assert row.flips_at == pytest.approx(0.3 - verdicts.k_for(8) * 0.01)
+
+
+def test_invariance_claims_name_missing_measurements():
+    measured = _measured(0.5, 0.01)
+    del measured["kept/rotate"]
+    with pytest.raises(ValueError, match="kept/rotate"):
+        imagenet.invariance_claims(measured, photos=8)
 
 
 def test_invariance_claims_widen_the_noise_for_few_photos():
     measured = _measured(0.5, 0.01) | {"spearman": (0.5, 0.22)}  # 2.27 noise above 0: clears 2, not 2.36 (8 photos)
     assert verdicts.exceeds(0.5, 0, 0.22) is True
-    assert imagenet.invariance_claims(measured, photos=8)[-1].holds is None
+    row = imagenet.invariance_claims(measured, photos=8)[-1]
+    assert row.holds is None and row.needed == "9 photos (measured on 8)"  # t(8) 2.31 x 0.22 x sqrt(8/9) < 0.5
 
 
 # ---------------------------------------------------------------- §5.2
@@ -322,8 +369,9 @@ def test_invariance_claims_widen_the_noise_for_few_photos():
 @pytest.mark.parametrize("margins, expected", [([40, 42, 38, 41], True), ([-5, -3, -4, -6], False), ([5, 30, 10, 20], None)])
 def test_transfer_claim_outcomes(margins, expected):
     row = imagenet.transfer_claim(margins, (1, 30), "pool")
-    assert row.claim == imagenet.TRANSFER and row.holds is expected
-    assert f"{np.mean(margins):+.1f}" in row.measured
+    assert row.claim == imagenet.TRANSFER
+    _table_ready([row], expected, "folds")
+    assert f"{np.mean(margins):+.1f}" in row.measured and row.threshold.value == 10 and "4 folds" in row.noise
 
 
 # ---------------------------------------------------------------- randomisation
@@ -365,7 +413,19 @@ def _sweep(ssim, spearman, noise, pairs=8):
 def test_sanity_claims_outcomes(ssim, spearman, noise, expected):
     rows = imagenet.sanity_claims(_sweep(ssim, spearman, noise), "classifier")
     assert [r.claim for r in rows] == [imagenet.SANITY_GUIDED, imagenet.SANITY_GRADIENT, imagenet.SANITY_DECONV]
-    assert [r.holds for r in rows] == [expected] * 3
+    _table_ready(rows[:2], expected, "photos", source="Adebayo 2018")
+    _table_ready(rows[2:], expected, "photos", source="Sixt 2020")
+    assert [r["source"] for r in verdict_table(rows).records()] == ["Adebayo 2018", "Adebayo 2018", "Sixt 2020"]
+
+
+@pytest.mark.parametrize("hits, cosine, expected", [([True] * 8, 1.0, True), ([False] * 8, 0.9, False)])
+def test_checks_outcomes(hits, cosine, expected):
+    predicted = [{"top5": h, "top1": h} for h in hits]
+    rows = imagenet.checks(predicted, {"stage3": cosine})
+    assert [r.holds for r in rows] == [expected] * 2 and all(r.noise for r in rows)
+    assert check_table(rows).records()[0]["verdict"] == ("passed" if expected else "failed")
+    with pytest.raises(ValueError, match="oracle cosine"):
+        imagenet.checks(predicted, {})
 
 
 # ---------------------------------------------------------------- side by side
@@ -373,13 +433,15 @@ def test_sanity_claims_outcomes(ssim, spearman, noise, expected):
 def test_compare_with_fashion_reads_the_other_chapters(tmp_path):
     from zfkit.results import save_results
 
-    save_results("05_x", {"verdicts": verdict_table([Verdict(imagenet.INV_STABLE, "a", False),
-                                                     Verdict("only there", "b", True)])}, tmp_path)
-    save_results("11_imagenet", {"verdicts": verdict_table([Verdict(imagenet.INV_STABLE, "c", True)])}, tmp_path)
+    row = lambda claim, measured, holds: Verdict(claim, measured, holds, noise="± 0.01 over 5 seeds",  # noqa: E731
+                                                 needed=None if holds is not None else "10 seeds")
+    save_results("05_x", {"verdicts": verdict_table([row(imagenet.INV_STABLE, "a", False), row("only there", "b", True)])},
+                 tmp_path)
+    save_results("11_imagenet", {"verdicts": verdict_table([row(imagenet.INV_STABLE, "c", True)])}, tmp_path)
     (tmp_path / "notes.txt").write_text("not json")
     fashion = imagenet.fashion_verdicts(tmp_path)
     assert fashion == {imagenet.INV_STABLE: ("05_x", "not reproduced"), "only there": ("05_x", "reproduced")}
-    ours = verdict_table([Verdict(imagenet.INV_STABLE, "m", True), Verdict("new here", "n", None)])
+    ours = verdict_table([row(imagenet.INV_STABLE, "m", True), row("new here", "n", None)])
     rows = imagenet.compare_with_fashion(ours, fashion)
     assert rows == [{"claim": imagenet.INV_STABLE, "chapter": "05_x", "fashion": "not reproduced", "imagenet": "reproduced",
                      "changed": True, "differs": imagenet.REASONS[imagenet.INV_STABLE]}]

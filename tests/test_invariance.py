@@ -196,3 +196,33 @@ def test_growth_pools_shrinking_and_enlarging_by_the_same_ratio():
     amounts = [1 / 1.2, 1 / 1.1, 1.0, 1.1, 1.2]  # float32 in the result: 1 / 1.1 is not exactly -log(1.1) away
     g = growth(_sweep("scale", amounts, [[0.4, 0.2, 0.0, 0.2, 0.4]]), "fc7")
     assert len(g.magnitudes) == 2 and g.distance.tolist() == pytest.approx([0.2, 0.4])
+
+
+def test_the_symmetric_reference_is_a_square_between_a_disc_and_a_half_turn_box():
+    from zfkit.invariance import rotational_symmetry, symmetric_reference
+
+    yy, xx = torch.meshgrid(torch.arange(32.0) - 15.5, torch.arange(32.0) - 15.5, indexing="ij")
+    disc = (yy ** 2 + xx ** 2 <= 64).float()
+    box = ((xx.abs() <= 10) & (yy.abs() <= 5)).float()  # 2:1, unchanged only by a half turn
+    square = ((xx.abs() <= 8) & (yy.abs() <= 8)).float()  # what symmetric_reference(32) draws
+    disc_score, box_score = rotational_symmetry(torch.stack([disc, box])[:, None]).tolist()
+    reference = symmetric_reference(32)
+    assert reference == pytest.approx(rotational_symmetry(square[None, None]).item())
+    assert box_score + 0.1 < reference < disc_score - 0.05
+    assert rotational_symmetry(square[None, None], angles=[90, 180, 270]).item() == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(ValueError, match="image side"):
+        symmetric_reference(2)
+
+
+def test_the_most_symmetric_class_is_the_highest_mean_with_its_standard_error():
+    from zfkit.invariance import most_symmetric_class
+
+    scores = torch.tensor([0.2, 0.4, 0.7, 0.9, 0.5, 0.5, 0.99])  # class 2 has one image: no noise, skipped
+    labels = torch.tensor([0, 0, 1, 1, 3, 3, 2])
+    best = most_symmetric_class(scores, labels, ["a", "b", "c", "d"])
+    assert (best.name, best.images) == ("b", 2)
+    assert best.score == pytest.approx(0.8) and best.noise == pytest.approx(0.1)  # std 0.1414 / sqrt(2)
+    with pytest.raises(ValueError, match="one symmetry score per label"):
+        most_symmetric_class(scores[:3], labels, ["a", "b", "c", "d"])
+    with pytest.raises(ValueError, match="at least 2 images"):
+        most_symmetric_class(scores, labels, ["a", "b"])

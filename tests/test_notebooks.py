@@ -136,7 +136,8 @@ def test_compare_exits_1_when_a_verdict_moved(tmp_path, capsys):
     from zfkit.results import Verdict, save_results, verdict_table
 
     for folder, holds in (("a", True), ("b", False)):
-        save_results("02_ch", {"verdicts": verdict_table([Verdict("claim", "x", holds)])}, tmp_path / folder)
+        save_results("02_ch", {"verdicts": verdict_table([Verdict("claim", "x", holds, noise="± 0.01 over 5 seeds")])},
+                     tmp_path / folder)
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "a")]) == 0
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 1
     assert "02_ch: claim: reproduced -> not reproduced" in capsys.readouterr().out

@@ -306,3 +306,33 @@ def test_drop_overlap_bad_input(kwargs, words):
 
     with pytest.raises(ValueError, match=re.escape(words)):
         drop_overlap(_sweep_result(torch.zeros(16), torch.zeros(16)), **kwargs)
+
+
+def test_context_share_is_the_ink_off_the_object():
+    from zfkit.occlusion import context_share
+
+    images = torch.zeros(2, 1, 4, 4)
+    images[:, 0, 1:3, 1:3] = 1.0  # a 2x2 object of ink 4
+    images[1, 0, 0, 0] = 1.0  # and one pixel of context beside it: 1 of 5
+    objects = torch.zeros(2, 4, 4, dtype=torch.bool)
+    objects[:, 1:3, 1:3] = True
+    assert context_share(images, objects).tolist() == pytest.approx([0.0, 0.2])
+    with pytest.raises(ValueError, match="one \\(H, W\\) mask per image"):
+        context_share(images, objects[0])
+    with pytest.raises(ValueError, match="no ink"):
+        context_share(torch.zeros(1, 1, 4, 4), objects[:1])
+
+
+def test_movable_examples_are_correct_and_nearest_the_aim():
+    from zfkit.occlusion import movable_examples
+
+    p_true = torch.tensor([0.9999, 0.7, 0.5, 0.99, 0.8, 0.2])
+    correct = torch.tensor([True, True, False, True, True, False])
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    # class 0: 0.7 beats the saturated 0.9999 and the misclassified 0.5; class 1: 0.8
+    assert movable_examples(p_true, correct, labels, [0, 1]) == [1, 4]
+    assert movable_examples(p_true, correct, labels, [0, 1], aim=0.995) == [0, 3]
+    with pytest.raises(ValueError, match="no correctly classified image of class 2"):
+        movable_examples(p_true, correct, labels, [2])
+    with pytest.raises(ValueError, match="aim"):
+        movable_examples(p_true, correct, labels, [0], aim=1.0)

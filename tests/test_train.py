@@ -444,3 +444,26 @@ def test_ten_crop_of_a_constant_image_equals_plain_evaluation():
     a = train.evaluate(model, constant, device="cpu", ten_crop=32)
     b = train.evaluate(model, centre, device="cpu")
     assert a == pytest.approx(b, rel=1e-5)
+
+
+def test_per_image_errors_mark_the_images_evaluate_counts():
+    from zfkit.models import init_he
+
+    model = tiny_model()
+    init_he(model)  # the paper's init gives near-uniform outputs: ties would make top-1 ambiguous
+    images = fake_images(23)
+    got = train.per_image_errors(model, images, top=(5, 1), batch_size=4, device="cpu")
+    assert model.training  # scored in eval mode, the caller's mode restored
+    rates = train.evaluate(model, images, batch_size=4, device="cpu")
+    assert sorted(got) == [1, 5] and got[1].dtype == torch.bool and got[1].shape == (23,)
+    assert got[1].double().mean().item() == pytest.approx(rates["top1_err"])
+    assert got[5].double().mean().item() == pytest.approx(rates["top5_err"])
+    assert bool((got[5] <= got[1]).all())  # missing the top 5 means missing the top 1
+    with torch.no_grad():
+        wrong = model.eval()(images.images).argmax(1) != images.targets
+    assert torch.equal(got[1], wrong)  # image by image, in dataset order
+
+
+def test_per_image_errors_refuse_a_bad_top():
+    with pytest.raises(ValueError, match="top must list positive ints"):
+        train.per_image_errors(tiny_model(), fake_images(4), top=(0,))

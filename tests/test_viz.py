@@ -183,3 +183,44 @@ def test_masks_figure_has_the_original_then_a_column_per_mask():
     assert np.allclose(corner[:2, :2], 0.25) and np.allclose(corner[2:, 2:], images[1, 0, 2:, 2:] / 2 + 0.25)
     with pytest.raises(ValueError, match="at least one"):
         viz.draw_masks(images, {})
+
+
+def _panel(channel, k=9, size=5):
+    from zfkit.gallery import Panel
+
+    return Panel("conv2", channel, torch.linspace(2, 1, k), torch.arange(k), torch.randn(k, 1, size, size),
+                 torch.rand(k, 1, size, size), torch.arange(k) % 3)
+
+
+def _subfigure_titles(fig):
+    found, stack = [], list(fig.subfigs)
+    while stack:
+        sub = stack.pop(0)
+        found.append(sub.get_suptitle())
+        stack.extend(sub.subfigs)
+    return found
+
+
+def test_panels_say_which_side_is_projections_and_which_patches():
+    panels = [_panel(3), _panel(7)]
+    fig = viz.draw_panels(panels, labels=["a", "b", "c"], sides=("projections", "patches"))
+    titles = _subfigure_titles(fig)
+    assert titles.count("projections") == 2 and titles.count("patches") == 2  # every map's row, both halves
+    assert "conv2 map 3" in titles and "conv2 map 7" in titles
+    assert len(fig.axes) == 2 * 2 * 9
+    plain = _subfigure_titles(viz.draw_panels(panels))
+    assert "projections" not in plain and "patches" not in plain
+    with pytest.raises(ValueError, match="sides"):
+        viz.draw_panels(panels, sides=("projections",))
+
+
+def test_evolution_grid_has_a_column_per_snapshot_and_marks_the_untrained_start():
+    from zfkit.gallery import Evolution
+
+    epochs, maps = [0, 1, 4], 2
+    evo = Evolution("conv1", epochs, [5, 9], torch.ones(3, maps), torch.zeros(3, maps, dtype=torch.long),
+                    torch.randn(3, maps, 1, 5, 5))
+    fig = viz.draw_evolution([evo, evo.head(1)])
+    assert len(fig.axes) == 3 * len(epochs)
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["ep 0\nuntrained", "ep 1", "ep 4"]
+    assert [ax.get_ylabel() for ax in fig.axes[::3]] == ["conv1\n#5", "conv1\n#9", "conv1\n#5"]

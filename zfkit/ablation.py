@@ -7,15 +7,14 @@ same images for the same number of epochs, so the rows differ only in architectu
 
 Differences between rows are only meaningful against the spread between *seeds* of one
 architecture: :func:`seed_spread` measures it from the ensemble members the training chapter
-trains anyway, and :func:`difference_noise` turns it into the noise of a difference of rows.
-Each claim is then decided by a :mod:`zfkit.verdicts` rule (:func:`judge`, :func:`judge_small`),
-and only when the rows are trained far enough for Table 3's question to apply
-(:func:`early_training`).
+trains anyway, and :func:`with_seeds` attaches it to the rows, with whether they are trained far
+enough for Table 3's question to apply (:func:`early_training`). The verdicts are built from those
+rows by :func:`zfkit.claims.ablation.claims`, which judges the converged study's rows
+(:func:`zfkit.studies.table3_rows`) the same way.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
@@ -26,7 +25,7 @@ from . import verdicts, zoo
 from .train import evaluate
 
 __all__ = ["Row", "ROWS", "Table", "measure", "seed_spread", "SEEDS", "Comparisons", "compare", "convergence",
-           "difference_noise", "yardsticks", "early_training", "judge", "judge_small", "seen", "SMALL", "EARLY"]
+           "early_training", "with_seeds", "SMALL", "EARLY"]
 
 #: A change of under 15 % of the baseline's error "makes little difference". Table 3's own words
 #: set the scale: +4.3 and +4.9 points on 40.5 (11-12 %) are "slight" / "relatively small", +30.8
@@ -172,42 +171,6 @@ def convergence(table: Table, profile="book") -> tuple[float, float]:
     return converged, table.row("zfnet-mini-short")["test_top1"] / converged
 
 
-def difference_noise(std: float, baseline_seeds: int | None = None) -> float:
-    """Seed noise of the difference between a row and a baseline, from one architecture's seed ``std``.
-
-    Each row is one training run, so its error carries one seed's noise ``std`` (the spread of the
-    baseline's seeds: a variant's own spread is not measured, and is taken to be its base's). The
-    difference of two single runs has ``sqrt(2) * std``; against the mean of ``baseline_seeds``
-    seeds, ``std * sqrt(1 + 1/baseline_seeds)``.
-    """
-    if std < 0 or not math.isfinite(std):
-        raise ValueError(f"std must be a finite seed standard deviation >= 0, got {std!r}")
-    if baseline_seeds is None:
-        return math.sqrt(2) * std
-    if baseline_seeds < 1:
-        raise ValueError(f"baseline_seeds must be a positive count, got {baseline_seeds!r}")
-    return std * math.sqrt(1 + 1 / baseline_seeds)
-
-
-def yardsticks(spread: Mapping[str, dict], baselines: Mapping[str, float]) -> dict:
-    """The noises and limits Table 3's verdicts are judged by, from the baselines' seed spreads.
-
-    ``spread`` maps ``"alexnet-mini-short"`` / ``"zfnet-mini-short"`` to :func:`seed_spread` (the
-    ZFNet-mini one with ``train=True``), ``baselines`` the same names to their seed-mean errors.
-    Per architecture (``"alexnet"``, ``"zfnet"``): ``vs_mean``, the noise of a row minus its
-    baseline's seed mean; ``between``, of two single rows; ``slight``, the "little difference" limit.
-    Also ``gap_noise`` (train/test gap of two single rows) and ``k``, Student's t for the seeds.
-    """
-    archs = ("alexnet", "zfnet")
-    seeds = len(spread["zfnet-mini-short"]["seeds"])
-    std = {arch: spread[f"{arch}-mini-short"]["std"] for arch in archs}
-    return {"k": verdicts.k_for(seeds),
-            "vs_mean": {arch: difference_noise(s, seeds) for arch, s in std.items()},
-            "between": {arch: difference_noise(s) for arch, s in std.items()},
-            "slight": {arch: SMALL * baselines[f"{arch}-mini-short"] for arch in archs},
-            "gap_noise": difference_noise(spread["zfnet-mini-short"]["gap_std"])}
-
-
 def early_training(short_errors: Sequence[float], converged: float, limit: float = EARLY) -> dict:
     """Are the rows still in early training? Their baseline's mean error over seeds against the
     fully trained model's error ``converged``.
@@ -224,44 +187,21 @@ def early_training(short_errors: Sequence[float], converged: float, limit: float
     return {"ratio": ratio, "noise": noise, "early": verdicts.exceeds(ratio, limit, noise, k)}
 
 
-def judge(difference: float, noise: float, early_training: bool | None, k: float = verdicts.K) -> bool | None:
-    """A verdict on a Table 3 claim that predicts ``difference`` > 0, decided beyond ``k`` ``noise``
-    (:func:`zfkit.verdicts.k_for` of the seeds the noise comes from).
+def with_seeds(table: Table, spread: Mapping[str, dict], early: Mapping) -> list[dict]:
+    """The rows as :func:`zfkit.claims.ablation.claims` reads them: each with its seeds and ``converged``.
 
-    Table 3's conclusions are about what each architecture *can reach*: its rows were trained to
-    convergence. Rows still in early training (``early_training`` True, or None when that is
-    unclear) measure how fast each architecture learns in its first updates instead, which
-    removing or shrinking layers speeds up. Such a measurement speaks neither for nor against a
-    claim about capacity, so both directions are inconclusive then; a result *for* the claim is no
-    more evidence than one against it. Once the rows are trained far enough (``early_training``
-    False), the difference decides both ways (:func:`zfkit.verdicts.exceeds`). What was seen goes
-    in the verdict's note (:func:`seen`).
+    ``spread`` (:func:`seed_spread` by row name) replaces a row's single run by its seeds: their
+    test errors (and train errors, when scored) and means. Every other row is its one run, seed
+    :data:`SEEDS` [0]. ``early`` (:func:`early_training`) decides ``converged`` for all rows, as
+    they share one budget: converged only when clearly below :data:`EARLY` x the trained error.
     """
-    return verdicts.when(early_training is False, verdicts.exceeds(difference, 0, noise, k))
-
-
-def judge_small(differences: Sequence[float], tolerance: float | Sequence[float], noise: float | Sequence[float],
-                early_training: bool | None, k: float = verdicts.K) -> bool | None:
-    """A verdict on "these changes make little difference": every ``|difference|`` below ``tolerance``.
-
-    Reproduced when each lies below its ``tolerance`` by ``k`` of its ``noise`` (each one value, or
-    one per difference), not reproduced when any lies above it by ``k``; gated by
-    ``early_training`` as :func:`judge` is.
-    """
-    differences = list(differences)
-    per = lambda v: [v] * len(differences) if np.isscalar(v) else list(v)  # noqa: E731
-    tolerances, noises = per(tolerance), per(noise)
-    if not len(tolerances) == len(noises) == len(differences):
-        raise ValueError(f"need one tolerance and one noise per difference, got {len(tolerances)} and {len(noises)} "
-                         f"for {len(differences)}")
-    parts = (verdicts.below(abs(d), t, n, k) for d, t, n in zip(differences, tolerances, noises))
-    return verdicts.when(early_training is False, verdicts.all_of(*parts))
-
-
-def seen(difference: float, noise: float, unit: str = "points", k: float = verdicts.K) -> str:
-    """What a measured ``difference`` says on its own, for a verdict's note: its value, its noise and
-    whether it clears ``k`` noise in the claim's direction (``difference`` > 0), against it, or neither."""
-    outcome = verdicts.exceeds(difference, 0, noise, k)
-    where = {True: f"beyond {k:.3g} noise for the claim", False: f"beyond {k:.3g} noise against the claim",
-             None: f"within {k:.3g} noise of no difference"}[outcome]
-    return f"seen {difference:+.1f} ± {noise:.1f} {unit}, {where}"
+    rows = []
+    for row in table:
+        single = {"seeds": [SEEDS[0]], "test_top1": [row["test_top1"]], "train_top1": [row["train_top1"]]}
+        seeds = spread.get(row["name"], single)
+        out = {**row, "seeds": list(seeds["seeds"]), "test_top1_seeds": list(seeds["test_top1"]),
+               "test_top1": float(np.mean(seeds["test_top1"])), "converged": early["early"] is False}
+        if "train_top1" in seeds:  # a spread scored on the training images too
+            out |= {"train_top1_seeds": list(seeds["train_top1"]), "train_top1": float(np.mean(seeds["train_top1"]))}
+        rows.append(out)
+    return rows

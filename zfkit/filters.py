@@ -17,7 +17,7 @@ from torch import nn
 from .topk import layer_activations
 from .verdicts import standard_error
 
-__all__ = ["filter_rms", "top_energy_share", "dead_filters", "aliased_energy", "dominance"]
+__all__ = ["filter_rms", "top_energy_share", "dead_filters", "aliased_energy", "dominance", "clipping_acted"]
 
 
 def filter_rms(weight: torch.Tensor) -> torch.Tensor:
@@ -69,3 +69,17 @@ def dominance(unclipped: Sequence[float], clipped: Sequence[float], factor: floa
         raise ValueError(f"factor must be positive, got {factor!r}")
     effect = sum(unclipped) / len(unclipped) - factor * sum(clipped) / len(clipped)
     return effect, math.hypot(standard_error(unclipped), factor * standard_error(clipped))
+
+
+def clipping_acted(unclipped: torch.Tensor, clipped: torch.Tensor) -> bool:
+    """Did feature-scale clipping ever rescale a filter in this pair of runs (Fig. 6a/c)?
+
+    The two arms of a seed start from the same weights and see the same batches; clipping multiplies
+    a filter by exactly 1 while its RMS stays within the radius, so the runs stay bit-identical
+    until clipping first acts. Equal weights (any layer's, say the first) therefore mean it never
+    did, and the pair says nothing about what clipping prevents.
+    """
+    if unclipped.shape != clipped.shape:
+        raise ValueError(f"the two arms' weights must have the same shape, got {tuple(unclipped.shape)} and "
+                         f"{tuple(clipped.shape)}; pass the same layer of the unclipped and the clipped run")
+    return not torch.equal(unclipped.detach(), clipped.detach())

@@ -40,7 +40,7 @@ from .rf import window_geometry
 from .verdicts import standard_error
 
 __all__ = ["OcclusionResult", "occlusion", "APPROXIMATE_RATIO", "BATCH_ELEMENTS", "FULL_BATCH", "covered", "DropOverlap",
-           "drop_overlap", "ObjectSensitivity", "object_sensitivity", "localisation"]
+           "drop_overlap", "ObjectSensitivity", "object_sensitivity", "localisation", "context_share", "movable_examples"]
 
 #: Window cap used by ``approximate=True``, as a fraction of each map's side.
 APPROXIMATE_RATIO = 0.4
@@ -491,3 +491,46 @@ def localisation(sensitivities: Sequence[ObjectSensitivity]) -> tuple[float, flo
         raise ValueError(f"localisation needs at least 2 images whose p(correct) drops somewhere, got {len(excess)}; "
                          "survey more images")
     return float(np.mean(excess)), standard_error(excess), len(excess)
+
+
+def context_share(images: torch.Tensor, objects: torch.Tensor) -> torch.Tensor:
+    """Per display image (N, C, H, W), the share of its ink (summed intensity) that lies off the object.
+
+    ``objects`` (N, H, W) are the object masks that split square positions into on and off the
+    object (:func:`zfkit.correspondence.silhouettes`). Context is what lies off the object; near 0,
+    a square off the object covers only empty background, and "object, not context" has nothing to
+    set the object against.
+    """
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or float(images.min()) < 0:
+        raise ValueError("images must be display images (N, C, H, W) with intensities >= 0; use dataset.display(x)")
+    if not isinstance(objects, torch.Tensor) or objects.shape != (images.shape[0], *images.shape[2:]):
+        raise ValueError(f"objects must be one (H, W) mask per image, shape {(images.shape[0], *images.shape[2:])}, "
+                         f"got {getattr(objects, 'shape', type(objects).__name__)}")
+    ink = images.double().sum(1)
+    total = ink.sum((1, 2))
+    if not bool((total > 0).all()):
+        raise ValueError("an image has no ink (all pixels 0): nothing is object or context; drop blank images")
+    return (ink * ~objects.bool()).sum((1, 2)) / total
+
+
+def movable_examples(p_true: torch.Tensor, correct: torch.Tensor, labels: torch.Tensor, classes: Sequence[int],
+                     aim: float = 0.75) -> list[int]:
+    """For each class in ``classes``, the correctly classified image whose p(true class) is nearest ``aim``.
+
+    Fig. 7 is read off how p(correct) and the top class change as the square moves; an image the
+    model is sure of (p = 0.9999) barely moves, and its "worst place" is picked by float rounding.
+    Near ``aim`` (0.75: correct, with room to fall below 0.5 and to rise) the maps can move both ways.
+    """
+    p_true, correct, labels = (torch.as_tensor(t).reshape(-1) for t in (p_true, correct, labels))
+    if not len(p_true) == len(correct) == len(labels):
+        raise ValueError(f"p_true, correct and labels need one value per image, got {len(p_true)}, {len(correct)}, "
+                         f"{len(labels)}")
+    if not 0 < aim < 1:
+        raise ValueError(f"aim must be a probability in (0, 1), got {aim!r}")
+    chosen = []
+    for c in classes:
+        candidates = (correct.bool() & (labels == c)).nonzero().flatten()
+        if len(candidates) == 0:
+            raise ValueError(f"no correctly classified image of class {c}; pick another class or a larger pool")
+        chosen.append(int(candidates[(p_true[candidates].double() - aim).abs().argmin()]))
+    return chosen

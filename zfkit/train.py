@@ -46,6 +46,7 @@ __all__ = [
     "DevicePlan",
     "fit",
     "evaluate",
+    "per_image_errors",
     "plan_device",
     "cpu_has_fast_bf16",
     "cpu_name",
@@ -402,6 +403,39 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 500, device: 
         model.train(was_training)
     loss, top1, top5, n = distributed.all_reduce_sum(totals, world).tolist()
     return {"loss": loss / n, "top1_err": top1 / n, "top5_err": top5 / n}
+
+
+@torch.no_grad()
+def per_image_errors(model: nn.Module, dataset: Dataset, top: Iterable[int] = (1,), batch_size: int = 500,
+                     device: str | None = None) -> dict[int, torch.Tensor]:
+    """Which images ``model`` gets wrong: for each k in ``top``, a (n,) bool tensor in dataset order,
+    True where the label is not among the k most probable classes.
+
+    :func:`evaluate` gives error rates; comparing two models on the same images (an ensemble and
+    its members) needs each image's outcome, so that the noise can be paired over the images
+    (:func:`zfkit.verdicts.paired_bootstrap_noise`). Scored as :func:`evaluate` scores, in fp32, so
+    the mean of ``errors[1]`` is its ``top1_err``.
+    """
+    _check_dataset(dataset, "evaluation")
+    _check_labels(dataset, model, "evaluation")
+    ks = sorted(set(top))
+    if not ks or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in ks):
+        raise ValueError(f"top must list positive ints (e.g. (1, 5) for top-1 and top-5 errors), got {top!r}")
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    plan = plan_device(device or str(next(model.parameters()).device), precision="fp32")
+    was_training = model.training
+    model.eval()
+    misses = []
+    try:
+        for x, y in _batches(dataset, list(torch.arange(len(dataset)).split(batch_size)), plan, workers=0):
+            log_p = F.log_softmax(model(x).float(), dim=1)
+            hit = log_p.topk(min(ks[-1], log_p.shape[1]), dim=1).indices == y[:, None]
+            misses.append(torch.stack([~hit[:, :k].any(1) for k in ks], 1).cpu())
+    finally:
+        model.train(was_training)
+    misses = torch.cat(misses)
+    return {k: misses[:, i] for i, k in enumerate(ks)}
 
 
 # ---------------------------------------------------------------- fit

@@ -265,13 +265,17 @@ def draw_grating_responses(frequency: float, layers: Sequence[FirstLayer], width
     return fig
 
 
-def draw_panels(panels: Sequence, ncols: int = 3, size: float = 0.75, labels: Sequence[str] | None = None) -> Figure:
+def draw_panels(panels: Sequence, ncols: int = 3, size: float = 0.75, labels: Sequence[str] | None = None,
+                sides: tuple[str, str] | None = None) -> Figure:
     """Fig. 2's layout: per feature map, its top-k projections (left) beside their image patches (right).
 
     ``panels`` are :class:`zfkit.gallery.Panel` objects; each map becomes one row of the figure. Each
     projection is normalised on its own (its sign and scale are arbitrary), patches are shown as
-    mean-subtracted inputs rescaled to their own range.
+    mean-subtracted inputs rescaled to their own range. ``sides`` titles the two halves of every
+    row, e.g. ``("projections", "patches")``: two grids of grey tiles do not say which is which.
     """
+    if sides is not None and (len(sides) != 2 or not all(isinstance(s, str) for s in sides)):
+        raise ValueError(f"sides must be two titles (left, right), e.g. ('projections', 'patches'), got {sides!r}")
     if len(panels) == 0:
         raise ValueError("draw_panels needs at least one panel")
     k = len(panels[0].values)
@@ -281,7 +285,9 @@ def draw_panels(panels: Sequence, ncols: int = 3, size: float = 0.75, labels: Se
     rows = fig.subfigures(len(panels), 1, squeeze=False)[:, 0]
     for sub, panel in zip(rows, panels):
         left, right = sub.subfigures(1, 2, wspace=0.02)
-        for half, images in ((left, panel.projections), (right, panel.patches)):
+        for side, (half, images) in enumerate(((left, panel.projections), (right, panel.patches))):
+            if sides is not None:
+                half.suptitle(sides[side], fontsize=6)
             axes = half.subplots(nrows, ncols, squeeze=False)
             for i, ax in enumerate(axes.flat):
                 if i < len(images):
@@ -295,7 +301,11 @@ def draw_panels(panels: Sequence, ncols: int = 3, size: float = 0.75, labels: Se
 
 
 def draw_evolution(evolutions: Sequence, size: float = 0.7) -> Figure:
-    """Fig. 4's grid: one row per feature map (grouped by layer), one column per training snapshot."""
+    """Fig. 4's grid: one row per feature map (grouped by layer), one column per training snapshot.
+
+    A snapshot at epoch 0 is titled as the untrained start, the column that shows whether a map
+    that looks converged early had anywhere to converge from.
+    """
     if len(evolutions) == 0:
         raise ValueError("draw_evolution needs at least one zfkit.gallery.Evolution")
     rows = [(evo, m) for evo in evolutions for m in range(len(evo.channels))]
@@ -305,7 +315,7 @@ def draw_evolution(evolutions: Sequence, size: float = 0.7) -> Figure:
         for e, epoch in enumerate(epochs):
             show_image(axes[r, e], evo.projections[e, m], normalize=True)
             if r == 0:
-                axes[r, e].set_title(f"ep {epoch}", fontsize=7)
+                axes[r, e].set_title("ep 0\nuntrained" if epoch == 0 else f"ep {epoch}", fontsize=7)
         axes[r, 0].set_ylabel(f"{evo.layer}\n#{evo.channels[m]}", fontsize=6, rotation=0, ha="right", va="center")
     return fig
 

@@ -1,0 +1,83 @@
+"""The Tables 2-3 study: its tasks, its resumable records, the plateau rule, and the tables it feeds."""
+
+import json
+from dataclasses import asdict
+
+import pytest
+
+from zfkit import ablation, studies
+
+
+def test_tasks_cover_every_table3_row_and_table2s_extra_seeds():
+    book = studies.tasks("book")
+    budget = studies.BUDGETS["book"]
+    assert len(budget.table3_seeds) >= 3 and len(budget.table2_seeds) >= 5  # issue #22's minimum
+    assert {t.row for t in book} == {r.name for r in ablation.ROWS}
+    per_row = {r.name: sorted(t.seed for t in book if t.row == r.name) for r in ablation.ROWS}
+    assert all(seeds == list(budget.table3_seeds) for row, seeds in per_row.items() if row not in studies.TABLE2_ROWS)
+    assert all(seeds == list(budget.table2_seeds) for row, seeds in per_row.items() if row in studies.TABLE2_ROWS)
+    assert len({t.key for t in book}) == len(book) == 12 * 3 + 2 * 2
+    with pytest.raises(ValueError, match="unknown study rows"):
+        studies.tasks("book", rows=["resnet"])
+    with pytest.raises(ValueError, match="ci or book"):
+        studies.tasks("paper")
+
+
+@pytest.mark.parametrize("errors, expected", [
+    ([0.30, 0.20, 0.15, 0.12, 0.12, 0.121, 0.119], True),   # the last 3 gain 0.1 point: within 2 x noise
+    ([0.30, 0.25, 0.20, 0.17, 0.15, 0.13, 0.11], False),    # still falling by 4 points over the last 3
+    ([0.30, 0.20], False),                                  # too short to tell
+])
+def test_plateaued_compares_the_last_epochs_with_the_binomial_noise(errors, expected):
+    assert studies.plateaued(errors, val_images=2000) is expected
+
+
+def test_prepared_runs_share_images_and_differ_only_by_architecture_and_seed():
+    a, b = studies.prepared(studies.Task("zfnet-mini-short", 0), "ci"), studies.prepared(studies.Task("alexnet-mini-no-fc7", 1), "ci")
+    budget = studies.BUDGETS["ci"]
+    assert len(a.train) == len(b.train) == budget.train_images and len(a.val) == budget.val_images
+    assert (a.train.images == b.train.images).all() and (a.val.targets == b.val.targets).all()
+    assert a.recipe.epochs == budget.epochs and a.recipe.seed == 0 and b.recipe.seed == 1
+
+
+def test_run_is_resumable_and_writes_one_record_per_task(tmp_path, monkeypatch):
+    trained = []
+
+    def fake_train(task, profile, progress):
+        trained.append(task.key)
+        return {"row": task.row, "seed": task.seed, "test_top1": 10.0 + task.seed, "test_top5": 1.0,
+                "budget": asdict(studies.BUDGETS["ci"]),
+                "train_top1": 5.0, "converged": True, "parameters": 7, "minutes": 0.1}
+
+    monkeypatch.setattr(studies, "_train", fake_train)
+    rows = ["zfnet-mini-short", "alexnet-mini-no-fc7"]
+    studies.run("ci", rows=rows, folder=tmp_path, progress=False)
+    first = list(trained)
+    assert len(first) == len(studies.tasks("ci", rows))
+    (tmp_path / "alexnet-mini-no-fc7" / "seed1.json").unlink()   # as if killed before that run ended
+    studies.run("ci", rows=rows, folder=tmp_path, progress=False)
+    assert trained[len(first):] == ["alexnet-mini-no-fc7/seed1"]    # only the missing run trains again
+    assert not list(tmp_path.rglob("*.tmp*"))
+    stale = json.loads((tmp_path / "zfnet-mini-short" / "seed2.json").read_text()) | {"budget": {"epochs": 1}}
+    (tmp_path / "zfnet-mini-short" / "seed2.json").write_text(json.dumps(stale))  # made with another budget
+    studies.run("ci", rows=rows, folder=tmp_path, progress=False)
+    assert trained[len(first) + 1:] == ["zfnet-mini-short/seed2"]   # retrained, not mixed into the table
+    loaded = studies.load(tmp_path, "ci")
+    assert [r["seed"] for r in loaded["zfnet-mini-short"]] == [0, 1, 2]
+    errors = studies.table2_errors({**loaded, "alexnet-mini-short": loaded["zfnet-mini-short"]}, "ci")
+    assert errors["zfnet-mini-short"] == [10.0, 11.0, 12.0] and errors["converged"] is True
+    with pytest.raises(ValueError, match="make studies"):
+        studies.table3_rows(loaded, "ci")   # the other Table 3 rows are missing
+
+
+def test_one_real_ci_run_records_its_provenance(tmp_path):
+    studies.run("ci", rows=["alexnet-mini-no-conv34-fc67"], folder=tmp_path, progress=False)
+    record = json.loads((tmp_path / "alexnet-mini-no-conv34-fc67" / "seed0.json").read_text())
+    assert record["profile"] == "ci" and len(record["val_top1"]) == studies.BUDGETS["ci"].epochs
+    assert 0 <= record["test_top1"] <= 100 and record["commit"] and record["cpu"] and record["command"]
+    assert isinstance(record["converged"], bool) and record["sizes"]["train"] == studies.BUDGETS["ci"].train_images
+
+
+def test_load_names_the_fix_when_nothing_ran(tmp_path):
+    with pytest.raises(FileNotFoundError, match="make studies"):
+        studies.load(tmp_path / "absent")
