@@ -66,12 +66,6 @@ def test_compare_derives_each_conclusions_difference():
     assert c.records()["conv_wide_gain"] == 2
 
 
-@pytest.mark.parametrize("difference, early, verdict", [
-    (5.0, False, True), (5.0, True, None), (1.0, False, None), (-5.0, False, False), (-5.0, True, None)])
-def test_judge_needs_two_noise_and_decides_neither_way_in_early_training(difference, early, verdict):
-    assert ablation.judge(difference, noise=2.0, early_training=early) is verdict
-
-
 def test_compare_can_use_the_baselines_seed_means():
     c = ablation.compare(_table(), baselines={"alexnet-mini-short": 36.0, "zfnet-mini-short": 33.0})
     assert c.delta_vs_alexnet["alexnet-mini-no-conv34"] == 1  # 37 - 36, not 37 - 35
@@ -80,12 +74,15 @@ def test_compare_can_use_the_baselines_seed_means():
     assert c.conv_fc_wide_vs_conv_wide == {"test": 1, "gap": 11}  # two variants: no baseline involved
 
 
-def test_yardsticks_from_the_seed_spreads():
-    spread = {"alexnet-mini-short": {"seeds": [0, 1, 2, 3, 4], "std": 2.0},
-              "zfnet-mini-short": {"seeds": [0, 1, 2, 3, 4], "std": 1.0, "gap_std": 0.5}}
-    sticks = ablation.yardsticks(spread, {"alexnet-mini-short": 40.0, "zfnet-mini-short": 20.0})
-    assert sticks["k"] == pytest.approx(2.776, abs=1e-3)  # Student's t for 5 seeds
-    assert sticks["vs_mean"]["alexnet"] == pytest.approx(2.0 * (1 + 1 / 5) ** 0.5)
-    assert sticks["between"]["zfnet"] == pytest.approx(2 ** 0.5)
-    assert sticks["slight"] == {"alexnet": pytest.approx(6.0), "zfnet": pytest.approx(3.0)}  # 15 % of the error
-    assert sticks["gap_noise"] == pytest.approx(0.5 * 2 ** 0.5)
+def test_with_seeds_gives_each_baseline_its_seeds_and_every_row_the_budgets_stage():
+    spread = {"zfnet-mini-short": {"seeds": [0, 1, 2], "test_top1": [31.0, 32.0, 36.0], "train_top1": [29.0, 30.0, 31.0]},
+              "alexnet-mini-short": {"seeds": [0, 1], "test_top1": [35.0, 37.0]}}
+    rows = {r["name"]: r for r in ablation.with_seeds(_table(), spread, {"ratio": 1.1, "noise": 0.1, "early": False})}
+    zf, alex, wide = rows["zfnet-mini-short"], rows["alexnet-mini-short"], rows["zfnet-mini-conv-wide"]
+    assert zf["seeds"] == [0, 1, 2] and zf["test_top1"] == 33.0 and zf["train_top1"] == 30.0
+    assert zf["train_top1_seeds"] == [29.0, 30.0, 31.0]
+    assert alex["test_top1"] == 36.0 and "train_top1_seeds" not in alex  # its spread scored no training images
+    assert wide == {**_table().row("zfnet-mini-conv-wide"), "seeds": [0], "test_top1_seeds": [30],
+                    "train_top1_seeds": [20], "converged": True}
+    for stage in (True, None):  # in early training, or too close to the limit to tell: not converged
+        assert not any(r["converged"] for r in ablation.with_seeds(_table(), spread, {"early": stage}))

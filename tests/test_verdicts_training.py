@@ -7,52 +7,7 @@ import pytest
 from zfkit import ablation, filters, train
 
 
-# ---------------------------------------------------------------- ch. 8: Table 3's claims
-
-@pytest.mark.parametrize("difference, early, outcome", [
-    (5.0, False, True),     # beyond 2 noise for the claim, rows trained far enough
-    (-5.0, False, False),   # beyond 2 noise against it
-    (3.0, False, None),     # within 2 noise (2 x 2.0 = 4.0)
-    (5.0, True, None),      # early training: for the claim is no evidence about capacity...
-    (-5.0, True, None),     # ...and neither is against it (symmetric)
-    (5.0, None, None),      # unclear whether the rows are in early training
-])
-def test_judge_is_symmetric_in_early_training(difference, early, outcome):
-    assert ablation.judge(difference, noise=2.0, early_training=early) is outcome
-
-
-@pytest.mark.parametrize("differences, noise, early, outcome", [
-    ([0.5, -0.5], 1.0, False, True),        # |d| + 2 < 3 for both
-    ([0.5, -6.0], 1.0, False, False),       # one change clearly larger than the tolerance (6 - 2 > 3)
-    ([0.5, 2.0], 1.0, False, None),         # 2 + 2 > 3 and 2 - 2 < 3: undecided
-    ([0.5, -0.5], [1.0, 2.0], False, None),  # per-difference noise: the second is too noisy to call small
-    ([0.5, -0.5], 1.0, True, None),         # early training
-    ([0.5, -6.0], 1.0, True, None),
-])
-def test_judge_small_needs_every_change_below_the_tolerance(differences, noise, early, outcome):
-    assert ablation.judge_small(differences, tolerance=3.0, noise=noise, early_training=early) is outcome
-
-
-def test_judge_small_takes_a_tolerance_per_difference():
-    assert ablation.judge_small([2.5, 2.5], [5.0, 9.0], 1.0, early_training=False) is True
-    assert ablation.judge_small([2.5, 2.5], [5.0, 0.1], 1.0, early_training=False) is False
-
-
-def test_judge_small_wants_one_noise_and_tolerance_per_difference():
-    with pytest.raises(ValueError, match="one tolerance and one noise per difference"):
-        ablation.judge_small([1.0, 2.0], 3.0, [1.0], early_training=False)
-    with pytest.raises(ValueError, match="one tolerance and one noise per difference"):
-        ablation.judge_small([1.0, 2.0], [3.0], 1.0, early_training=False)
-
-
-def test_difference_noise_of_single_runs_and_of_a_mean_baseline():
-    assert ablation.difference_noise(1.5) == pytest.approx(1.5 * math.sqrt(2))
-    assert ablation.difference_noise(1.5, baseline_seeds=5) == pytest.approx(1.5 * math.sqrt(1.2))
-    with pytest.raises(ValueError, match="std"):
-        ablation.difference_noise(-1.0)
-    with pytest.raises(ValueError, match="baseline_seeds"):
-        ablation.difference_noise(1.0, baseline_seeds=0)
-
+# ---------------------------------------------------------------- ch. 8: are Table 3's rows converged?
 
 @pytest.mark.parametrize("errors, early", [
     ([30.0, 32.0, 34.0], True),     # 3.2x the converged error, noise 0.115
@@ -69,12 +24,6 @@ def test_early_training_compares_the_seed_mean_with_the_converged_error(errors, 
 def test_early_training_rejects_a_zero_converged_error():
     with pytest.raises(ValueError, match="converged"):
         ablation.early_training([1.0, 2.0], converged=0.0)
-
-
-def test_seen_says_which_way_the_difference_points():
-    assert ablation.seen(4.5, 1.0) == "seen +4.5 ± 1.0 points, beyond 2 noise for the claim"
-    assert ablation.seen(-4.5, 1.0) == "seen -4.5 ± 1.0 points, beyond 2 noise against the claim"
-    assert ablation.seen(1.0, 1.0).endswith("within 2 noise of no difference")
 
 
 # ---------------------------------------------------------------- ch. 2: Fig. 6a/c

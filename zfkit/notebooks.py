@@ -153,8 +153,14 @@ def _run(args: argparse.Namespace) -> int:
     outputs = Path(args.out).resolve() if args.out else root / "_build" / args.profile
     with _environment(RESULTS_ENV, str(root / "book" / "results" if in_place else outputs / "results")), \
             _environment(HEADLESS_ENV, "1"):
-        return _run_chapters(_select(chapters(toc), args.only), args.profile, scratch, None if in_place else outputs,
-                             toc.parent)
+        status = _run_chapters(_select(chapters(toc), args.only), args.profile, scratch,
+                               None if in_place else outputs, toc.parent)
+    if status == 0 and in_place and (root / "README.md").is_file():
+        from .glance import rows, update_readme
+
+        if update_readme(root / "README.md", rows(root / "book" / "results", chapters(toc))):
+            print("README.md: verdict counts updated from book/results", flush=True)
+    return status
 
 
 def _compare(args: argparse.Namespace) -> int:

@@ -113,7 +113,7 @@ def _feature_rows(measured, n: int, unit: str, low: str, high: str) -> list[Verd
     linear = [_Part(f"linearity/{k}", f"{high}'s R² under {k}", LINEAR, ">", "ours",
                     "the paper shows curves and gives no number for 'quasi-linear'; we ask a line through zero to "
                     "explain at least 90 % of the variance of the mean curve (R² 0.9), leaving a tenth to bending: a "
-                    "curve that jumps at once and then flattens, as layer 1's does, scores far below") for k in _KINDS]
+                    "curve that jumps at once and then flattens scores far below") for k in _KINDS]
     steeper = [_Part(f"steeper/{k}", f"steepness {high} − {low} under {k}", 0.0, "<", "ours",
                      f"'quasi-linear' at layer 7 against layer 1's 'dramatic effect': {high}'s curve starts more gently "
                      f"than {low}'s (a steepness difference below 0; a line through zero has steepness 1)")
