@@ -133,3 +133,21 @@ def test_chapters_offer_no_launch_repository_or_issue_buttons(opened):
     _, page, _ = opened
     for selector in (".dropdown-launch-buttons", ".dropdown-source-buttons", "a[href*='/issues']"):
         assert page.locator(selector).count() == 0, f"{selector} shown"
+
+
+INTRO = [p for p in PAGES if p.stem == "intro"]
+
+
+@pytest.mark.parametrize("opened", INTRO, ids=_ids(INTRO), indirect=True)
+def test_intro_shows_every_saved_claim_with_a_working_chapter_link(opened):
+    """The at-a-glance table is the results JSON, row for row, and each row links to its chapter."""
+    from zfkit.glance import counts_sentence, rows
+
+    _, page, _ = opened
+    found = rows(ROOT / "book" / "results", CHAPTERS)
+    table = page.locator("main table", has_text="Verdict").filter(has_text="Source").first
+    cells = table.locator("tbody tr").evaluate_all("rows => rows.map(r => Array.from(r.cells, c => c.innerText.trim()))")
+    assert [(c[1], c[3]) for c in cells] == [(r.claim, r.verdict) for r in found]
+    links = table.locator("tbody tr td:first-child a").evaluate_all("links => links.map(a => a.getAttribute('href'))")
+    assert len(links) == len(found) and all(href.split("#")[0].endswith(f"{r.chapter}.html") for href, r in zip(links, found))
+    assert counts_sentence(found) in page.inner_text("main").replace("\n", " ")
