@@ -97,7 +97,8 @@ def test_single_runs_borrow_their_baselines_spread():
 def test_rows_that_never_converged_make_their_claims_not_testable():
     rows = _by_claim(_rows(converged=("zfnet-mini-conv-wide",)))
     assert rows[claims8.CONV_WIDE].holds is NOT_TESTABLE and rows[claims8.OVERFIT].holds is NOT_TESTABLE
-    assert "zfnet-mini-conv-wide had not plateaued" in rows[claims8.CONV_WIDE].precondition
+    assert "zfnet-mini-conv-wide has not converged: the validation error was still falling" \
+        in rows[claims8.CONV_WIDE].precondition
     assert rows[claims8.DEPTH].holds is True  # its rows converged
     assert rows[claims8.CONV_WIDE].noise  # what was seen is kept
 
@@ -106,6 +107,7 @@ def test_early_training_is_quoted_as_the_failed_precondition():
     early = {"ratio": 3.9, "noise": 0.11, "early": True}
     rows = _by_claim(_rows(converged=TEST), early)
     assert all(r.holds is NOT_TESTABLE for r in rows.values())
+    assert "none of this claim's rows has converged" in rows[claims8.DEPTH].precondition
     assert "3.9 ± 0.11x its fully trained error" in rows[claims8.DEPTH].precondition
     assert f"below {ablation.EARLY}x" in rows[claims8.DEPTH].precondition
 

@@ -70,8 +70,10 @@ def test_not_testable_when_a_layer_has_fewer_than_two_active_maps():
 
 
 def test_layers_low_high_and_labels_are_arguments_as_chapter_11_needs():
-    trained = {"stage2": {"grouping": _maps(0.5), "classes": _maps(6)}, "stage7": {"grouping": _maps(0.5), "classes": _maps(2)}}
-    control = {"stage2": {"grouping": _maps(0.3), "classes": _maps(6)}, "stage7": {"grouping": _maps(0.3), "classes": _maps(6)}}
+    trained = {"stage2": {"grouping": _maps(0.5), "classes": _maps(6)},
+               "stage7": {"grouping": _maps(0.5), "classes": _maps(2)}}
+    control = {"stage2": {"grouping": _maps(0.3), "classes": _maps(6)},
+               "stage7": {"grouping": _maps(0.3), "classes": _maps(6)}}
     grouping, invariance = deconvnet.claims(trained, control, low="stage2", high="stage7", control="Lite0 untrained",
                                             counted="photos")
     assert grouping.holds is True and invariance.holds is True

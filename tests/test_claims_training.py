@@ -171,7 +171,8 @@ def test_dominance_is_not_testable_where_clipping_did_not_act(acted, failed):
     r = row(training.DOMINANCE, clipping=clipping([0.2, 0.09, 0.09], acted=acted))
     _outcome(r, NOT_TESTABLE, "ours")
     assert r.precondition.startswith(failed)
-    assert "largest filter RMS without clipping" in r.precondition and "radius 0.1" in r.precondition
+    rms = ", ".join("0.300" if a else "0.090" for a in acted)
+    assert f"(largest filter RMS without clipping {rms} against the radius 0.1)" in r.precondition
 
 
 # ---------------------------------------------------------------- Fig. 6b/d, aliasing
@@ -204,8 +205,8 @@ def test_no_dead_filter_in_either_net_is_not_testable():
     layer["alexnet-mini"] = {**layer["alexnet-mini"], "dead_conv1_maps": [0] * 5}
     r = row(training.DEAD, first_layer=layer)
     _outcome(r, NOT_TESTABLE, "paper")
-    assert r.precondition.startswith("no dead filter in either net: 0 dead conv1 maps in every seed")
-    assert "alexnet-mini 32 maps, 5 seeds" in r.precondition
+    assert r.precondition.startswith("no dead filter in either net: 0 of 32 conv1 maps in each of 5 alexnet-mini seeds "
+                                     "and 0 of 32 conv1 maps in each of 5 zfnet-mini seeds")
 
 
 # ---------------------------------------------------------------- our checks

@@ -90,6 +90,15 @@ def test_mass_inside_and_edges():
     assert e[:, 3:5].min() > 0 and e[:, :2].abs().max() == 0 and e[:, 6:].abs().max() == 0  # only at the edge
 
 
+def test_recovery_correlates_each_projection_with_its_image_and_the_next_ones():
+    ramp = torch.arange(64, dtype=torch.float64).reshape(1, 1, 8, 8)
+    shown = torch.cat([ramp, -ramp + 63])  # the second image ranks every pixel the other way round
+    found = sanity.recovery({"copy": shown, "inverse": shown.flip(0)}, shown)
+    assert set(found["copy"]) == {"image", "other image", "edges", "other edges"}
+    assert np.allclose(found["copy"]["image"], 1) and np.allclose(found["copy"]["other image"], -1)  # exact ranks
+    assert np.allclose(found["inverse"]["image"], -1) and np.allclose(found["inverse"]["other image"], 1)
+
+
 # ---------------------------------------------------------------- randomised copies
 
 def test_weight_layers_in_forward_order(mini):

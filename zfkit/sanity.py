@@ -19,7 +19,8 @@ model. This module provides the pieces, for any of the three backward rules of
   absolute values, the metrics of Adebayo et al.
 - :func:`sweep`: the whole randomisation test (projections of each randomised copy against the
   trained model's), and :func:`draw_sweep`, :func:`draw_examples`, :func:`draw_comparison`,
-  :func:`draw_rules` to show it; :func:`edges` and :func:`mass_inside` for model-free references.
+  :func:`draw_rules` to show it; :func:`edges`, :func:`recovery` and :func:`mass_inside` for
+  model-free references.
 - :func:`mean_with_noise`, :func:`paired_difference`, :meth:`Sweep.noise`: a measurement's mean and
   its noise (the standard error over images, or over feature maps), for the verdicts of
   :mod:`zfkit.verdicts`.
@@ -47,7 +48,7 @@ from .topk import layer_activations
 from .viz import new_figure, show_image, to_display
 
 __all__ = ["METRICS", "RULE_COLOURS", "weight_layers", "randomize", "cascade", "independent", "project",
-           "relative_change", "to_map", "similarity", "compare", "edges", "mass_inside", "Sweep", "sweep",
+           "relative_change", "to_map", "similarity", "compare", "edges", "recovery", "mass_inside", "Sweep", "sweep",
            "draw_sweep", "draw_examples", "draw_comparison", "draw_rules", "mean_with_noise", "paired_difference"]
 
 METRICS = ("ssim", "spearman_abs", "spearman")
@@ -257,6 +258,16 @@ def edges(images: torch.Tensor) -> torch.Tensor:
 
     x = images.detach().cpu().double().numpy()
     return torch.from_numpy(np.stack([sum(sobel(channel) for channel in image)[None] for image in x])).to(images.dtype)
+
+
+def recovery(projections: dict[str, torch.Tensor], shown: torch.Tensor) -> dict[str, dict[str, np.ndarray]]:
+    """How much of each explanation is the image itself (Nie et al.'s "image recovery"): per image,
+    Spearman |.| of each set of ``projections`` (name -> (N, C, H, W)) with its own displayed image
+    ``shown``, with that image's Sobel edges, and, as controls, with the next image's (garments share a
+    centred layout, so only the margin over another image counts). name -> reference -> (N,)."""
+    references = {"image": shown, "other image": shown.roll(1, 0), "edges": edges(shown)}
+    references["other edges"] = references["edges"].roll(1, 0)
+    return {name: {ref: compare(p, r)["spearman_abs"] for ref, r in references.items()} for name, p in projections.items()}
 
 
 def mass_inside(projections: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

@@ -64,10 +64,11 @@ def _grouping(trained: PerMap, untrained: PerMap, layers: Sequence[str], control
     for layer in layers:
         t, u = _values(trained, layer, "grouping", "trained"), _values(untrained, layer, "grouping", "untrained")
         short = _short_layers({f"{layer} trained": t, f"{layer} untrained": u})
-        parts[layer] = verdicts.requires(not short, None if short else _difference(t, u),
-                                         f"a noise over maps needs two active maps (nine positive activations in the "
-                                         f"search set) per layer and net: {short} active")
-        if not short:
+        if short:
+            parts[layer] = verdicts.requires(False, None, "a noise over maps needs two active maps (nine positive "
+                                             f"activations in the search set) per layer and net: {short} active")
+        else:
+            parts[layer] = _difference(t, u)
             shown.append(f"{layer} {parts[layer].value:+.3f} ± {parts[layer].noise:.3f} ({len(t)}/{len(u)} maps)")
     decision = verdicts.combine(*parts.values())
     decider = next(layer for layer, part in parts.items() if part is decision)
@@ -76,7 +77,7 @@ def _grouping(trained: PerMap, untrained: PerMap, layers: Sequence[str], control
         noise=_spread(parts.values()),
         note=f"grouping: within-map minus across-map cosine of the top-9 patches; control: {control}; each of "
              f"{', '.join(layers)} must show it; decided by {decider}",
-        threshold_source="ours", unit="maps (per layer and net)",
+        threshold_source="ours", unit="maps per layer and net",
         why="any grouping beyond the untrained control: the paper gives no size for 'strong', and the control, "
             "not zero, is the reference because random filters group similar patches too")
 
@@ -87,21 +88,22 @@ def _invariance(trained: PerMap, untrained: PerMap, low: str, high: str, control
               f"{low} untrained": _values(untrained, low, "classes", "untrained"),
               f"{high} untrained": _values(untrained, high, "classes", "untrained")}
     short = _short_layers(groups)
-    decision = None
-    if not short:
+    means = [f"{g.mean():.2f}" if len(g) else "–" for g in groups.values()]
+    measured = (f"distinct {counted} in top-9, {low} → {high}: trained {means[0]} → {means[1]}, "
+                f"untrained {means[2]} → {means[3]}")
+    if short:
+        decision = verdicts.requires(False, None, f"a noise over maps needs two active maps in each of {low} and "
+                                                  f"{high}, trained and untrained: {short} active")
+    else:
         drop, noise = control_contrast(*groups.values())
         decision = verdicts.decide(drop, 0.0, noise, samples=min(len(g) for g in groups.values()))
-    decision = verdicts.requires(not short, decision, f"a noise over maps needs two active maps in each of {low} and "
-                                                      f"{high}, trained and untrained: {short} active")
-    means = [f"{g.mean():.2f}" if len(g) else "–" for g in groups.values()]
-    measured = (f"distinct {counted} in top-9, {low} → {high}: trained {means[0]} → {means[1]}, untrained {means[2]} → "
-                f"{means[3]}" + ("" if short else f"; trained drop minus untrained drop {decision.value:+.2f}"))
+        measured += f"; trained drop minus untrained drop {drop:+.2f}"
     return Verdict.decided(
         INVARIANCE, measured, decision,
         noise="" if short else f"± {decision.noise:.2f}: the four standard errors over maps in quadrature "
                                f"({', '.join(f'{name} {len(g)}' for name, g in groups.items())} maps)",
         note=f"distinct {counted} among a map's top-9 as the countable side of invariance; control: {control}",
-        threshold_source="ours", unit="maps (per layer and net)",
+        threshold_source="ours", unit="maps per layer and net",
         why=f"any drop from {low} to {high} beyond the control's drop: the paper gives no size for 'greater'")
 
 
@@ -121,7 +123,8 @@ def claims(trained: PerMap, untrained: PerMap, *, low: str = "conv2", high: str 
     if not layers:
         raise ValueError("claims needs at least one layer measured in both nets; pass layers=[...] or the "
                          "map_measures of the trained network and its untrained control")
-    return [_grouping(trained, untrained, layers, control), _invariance(trained, untrained, low, high, control, counted)]
+    return [_grouping(trained, untrained, layers, control),
+            _invariance(trained, untrained, low, high, control, counted)]
 
 
 def checks(agreement: Mapping[str, float], *, maps: int, images: int) -> list[Verdict]:

@@ -49,10 +49,13 @@ def _check(similarity: Mapping, settled: Mapping, epochs: Sequence[int], early: 
 def _too_few(counts: Mapping[str, int]) -> Decision | None:
     """Not testable when a layer has fewer than two measured maps (a noise needs two), else None."""
     short = ", ".join(f"{layer} has {n}" for layer, n in counts.items() if n < 2)
-    return verdicts.requires(False, None, f"a noise over maps needs two active maps per layer: {short}") if short else None
+    if not short:
+        return None
+    return verdicts.requires(False, None, f"a noise over maps needs two active maps per layer: {short}")
 
 
-def _lower_early(similarity: np.ndarray, settled: Sequence[int], epochs: Sequence[int], early: int, low: str) -> Verdict:
+def _lower_early(similarity: np.ndarray, settled: Sequence[int], epochs: Sequence[int], early: int,
+                 low: str) -> Verdict:
     n = similarity.shape[1]
     decision, measured, noise = _too_few({low: n}), f"{low}: {n} measured map(s)", ""
     if decision is None:
@@ -62,9 +65,10 @@ def _lower_early(similarity: np.ndarray, settled: Sequence[int], epochs: Sequenc
         decision = verdicts.requires(
             moved, verdicts.decide(at.mean(), CONVERGED, verdicts.standard_error(at), samples=n),
             f"{low} must start unlike its final self for 'converges' to mean anything: its untrained projections "
-            f"(epoch 0) already have cosine {start:.2f} ± {start_noise:.2f} to the final, not clearly below {CONVERGED}")
+            f"(epoch 0) already have cosine {start:.2f} ± {start_noise:.3f} to the final, not clearly below "
+            f"{CONVERGED}")
         measured = (f"{low} projections at epoch {early} of {epochs[-1]}: cosine {at.mean():.2f} to the final, from "
-                    f"{start:.2f} ± {start_noise:.2f} at epoch 0 (untrained); the winning image itself settles at "
+                    f"{start:.2f} ± {start_noise:.3f} at epoch 0 (untrained); the winning image itself settles at "
                     f"epoch {np.mean(settled):.1f} on average")
         noise = f"± {verdicts.standard_error(at):.3f}: standard error over {n} maps at epoch {early}"
     return Verdict.decided(
@@ -80,7 +84,8 @@ def _lower_early(similarity: np.ndarray, settled: Sequence[int], epochs: Sequenc
 def _compare(claim: str, a: np.ndarray, b: np.ndarray, names: tuple[str, str], describe: Callable[[float, float], str],
              why: str) -> Verdict:
     """mean(a) − mean(b) beyond 0, with the Welch noise of two independent sets of maps."""
-    decision, measured, noise = _too_few(dict(zip(names, (len(a), len(b))))), f"{names[0]} and {names[1]}: too few maps", ""
+    decision, noise = _too_few(dict(zip(names, (len(a), len(b))))), ""
+    measured = f"{names[0]} and {names[1]}: too few maps"
     if decision is None:
         decision = verdicts.decide(a.mean() - b.mean(), 0.0, verdicts.mean_difference_noise(a, b),
                                    samples=min(len(a), len(b)))

@@ -66,9 +66,9 @@ def claims(measured: Mapping[str, tuple[float, float]], n_images: int, *, accura
     the exception for symmetric objects is not testable when that class falls short of it beyond its
     noise. Without ``symmetry`` the exception is judged as if such objects were present.
     """
-    needed = [f"{m}/{k}" for m in ("ratio", "learned", "linearity", "steeper", "kept") for k in _KINDS] + \
-             ["kept/rotate", "rotate_vs_others", "spearman"]
-    missing = [key for key in needed if key not in measured]
+    keys = [f"{m}/{k}" for m in ("ratio", "learned", "linearity", "steeper", "kept") for k in _KINDS] + \
+           ["kept/rotate", "rotate_vs_others", "spearman"]
+    missing = [key for key in keys if key not in measured]
     if missing:
         raise ValueError(f"measured lacks {', '.join(missing)}; pass zfkit.invariance.claim_measurements(...) "
                          "with 'spearman' added")

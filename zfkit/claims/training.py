@@ -37,10 +37,9 @@ CONVERGED_WITHIN = 1.5
 #: over its share with clipping, must exceed this.
 DOMINANCE_FACTOR = 1.5
 
-_CONVERGED_WHY = (f"counted as converged within {CONVERGED_WITHIN:g}x the fully trained net's error (ours: above it "
-                  "a net is still on the steep start of its learning curve, where the main model's validation error "
-                  "stays only for its first epochs, and two nets' ranking says which learns faster, not which ends "
-                  "better; the paper compares nets trained to convergence)")
+_CONVERGED_WHY = (f"converged = within {CONVERGED_WITHIN:g}x the fully trained net's error (ours: above it a net is "
+                  "still on the steep start of its learning curve, where two nets' ranking says which learns faster, "
+                  "not which ends better)")
 
 
 def _fractions(values, what: str, fix: str) -> np.ndarray:
@@ -130,7 +129,7 @@ def dominance_row(clipping: Mapping) -> Verdict:
                          f"'max_rms', got {len(acted)}, {len(free)}, {len(clipped)} and {len(free_rms)}")
     ratios = free[acted] / clipped[acted]
     seeds, pairs = len(acted), len(ratios)
-    rms = f"largest filter RMS without clipping {', '.join(f'{r:.3f}' for r in free_rms)} (radius {RADIUS:g})"
+    rms = f"largest filter RMS without clipping {', '.join(f'{r:.3f}' for r in free_rms)} against the radius {RADIUS:g}"
     if pairs < 2:
         failed = (f"clipping never acted: in all {seeds} seeds the clipped run's filters equal the unclipped run's"
                   if pairs == 0 else f"clipping acted in only 1 of {seeds} seeds, and one pair gives no noise")
@@ -186,10 +185,11 @@ def dead_filters_row(first_layer: Mapping[str, Mapping]) -> Verdict:
         raise ValueError("dead_conv1_maps needs one count per seed, at least 2 seeds per net")
     gap, noise = dead[0].mean() - dead[1].mean(), verdicts.mean_difference_noise(*dead)
     seeds = min(len(d) for d in dead)
-    counts = ", ".join(f"{net} {first_layer[net]['maps']} maps, {len(d)} seeds" for net, d in zip(nets, dead))
+    counts = " and ".join(f"0 of {first_layer[net]['maps']} conv1 maps in each of {len(d)} {net} seeds"
+                          for net, d in zip(nets, dead))
     decision = verdicts.requires(
         bool(dead[0].any() or dead[1].any()), verdicts.decide(gap, 0, noise, samples=seeds),
-        f"no dead filter in either net: 0 dead conv1 maps in every seed ({counts}); the claim compares how many die")
+        f"no dead filter in either net: {counts}; the claim compares how many die")
     return Verdict.decided(
         DEAD, "dead conv1 maps per seed: AlexNet-mini " + str([int(d) for d in dead[0]]) + ", ZFNet-mini "
               + str([int(d) for d in dead[1]]),
