@@ -116,9 +116,9 @@ def _markdown_outputs(nb) -> list[str]:
 
 
 def _rendered(records: list[dict], kind: str) -> str:
-    from zfkit.results import Verdict, VerdictTable
+    from zfkit.results import VerdictTable
 
-    return VerdictTable([Verdict(r["claim"], r["measured"], r["holds"], r["note"]) for r in records], kind)._repr_markdown_()
+    return VerdictTable.from_records(records, kind)._repr_markdown_()
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
@@ -132,16 +132,36 @@ def test_committed_results_come_from_the_book_profile(path):
 def test_committed_verdict_tables_match_the_results(path):
     """The tables the book shows are the saved verdicts, row for row, with the same numbers and outcomes."""
     from zfkit.results import VerdictTable
+    from zfkit.verdicts import NOT_TESTABLE
 
     data = json.loads((ROOT / "book" / "results" / f"{path.stem}.json").read_text())
     shown = _markdown_outputs(nbformat.read(path, as_version=4))
-    assert data.get("verdicts"), f"book/results/{path.stem}.json has no verdicts; the closing cell must save them"
+    assert data.get("verdicts") or data.get("checks"), \
+        f"book/results/{path.stem}.json has neither verdicts nor checks; the closing cell must save them"
     for kind, key in (("claims", "verdicts"), ("checks", "checks")):
         records = data.get(key, [])
-        labels = set(VerdictTable.LABELS[kind].values())
-        assert all(r["verdict"] == VerdictTable.LABELS[kind][r["holds"]] and r["verdict"] in labels for r in records)
+        by_holds = {"not testable" if outcome is NOT_TESTABLE else outcome: label
+                    for outcome, label in VerdictTable.LABELS[kind].items()}  # holds as the JSON stores it
+        assert all(r["verdict"] == by_holds[r["holds"]] for r in records)
         if records:
             assert _rendered(records, kind) in shown, \
                 f"{path.name}: its {key} table differs from book/results/{path.stem}.json; re-run `make book`"
     headers = [t.splitlines()[0] for t in shown if t.startswith("| Paper's claim |") or t.startswith("| Our check |")]
-    assert len(headers) == 1 + bool(data.get("checks")), f"{path.name}: a verdict table is shown that is not saved"
+    assert len(headers) == bool(data.get("verdicts")) + bool(data.get("checks")), \
+        f"{path.name}: a verdict table is shown that is not saved"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_committed_claims_state_noise_source_and_budget(path):
+    """Every saved claim says who claims it and its noise; a threshold says whose it is and why; an
+    inconclusive row says what budget would decide it, a not-testable one which precondition failed."""
+    data = json.loads((ROOT / "book" / "results" / f"{path.stem}.json").read_text())
+    for r in data.get("verdicts", []):
+        assert r.get("source"), f"{path.stem}: {r['claim']!r} names no source"
+        if r["verdict"] == "not testable":
+            assert r.get("precondition"), f"{path.stem}: {r['claim']!r} is not testable without naming why"
+            continue
+        assert r.get("noise"), f"{path.stem}: {r['claim']!r} states no noise"
+        if "threshold" in r:
+            assert r["threshold"]["source"] in ("paper", "ours") and r["threshold"]["why"] and "flips_at" in r
+        assert ("needed" in r) == (r["verdict"] == "inconclusive"), f"{path.stem}: {r['claim']!r} needed/inconclusive"

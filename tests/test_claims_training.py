@@ -87,6 +87,16 @@ def test_single_models_far_from_converged_are_not_testable():
     assert "1.5x" in r.note  # the cut and why it is ours
 
 
+def test_single_models_from_the_study_are_judged_on_their_plateau_not_the_ratio():
+    study = arms(0.15, 0.19)  # 1.9x the fully trained net's error, but each run's validation error plateaued
+    r = row(training.SINGLE, single=study, converged_error=0.08, plateaued=[True] * 10)
+    _outcome(r, True, "paper")
+    assert "plateaued" in r.note
+    r = row(training.SINGLE, single=study, converged_error=0.08, plateaued=[True] * 9 + [False])
+    _outcome(r, NOT_TESTABLE, "paper")
+    assert r.precondition == "not converged: the validation error still fell in 1 of 10 runs"
+
+
 def test_single_models_at_the_cut_are_still_judged():
     r = row(training.SINGLE, single=arms(0.11, 0.15), converged_error=0.10)  # 1.5 x exactly
     assert r.holds is True
