@@ -14,7 +14,8 @@ UP = np.array([0.10, 0.11, 0.09, 0.10, 0.10])  # a paired shift well beyond its 
 
 
 def measured(below=15, share_noise=0.1, trained5=GAP5, trained7=GAP5 - UP, untrained5=GAP5 - UP):
-    return chapter.Measurements(below, 15, share_noise, np.asarray(trained5), np.asarray(trained7), np.asarray(untrained5))
+    gaps = (np.asarray(trained5), np.asarray(trained7), np.asarray(untrained5))
+    return chapter.Measurements(below, 15, share_noise, *gaps)
 
 
 def outcomes(rows):
@@ -73,7 +74,9 @@ def test_an_undecided_layer5_gap_leaves_layer7_testable():
 
 
 def table(parts, random, parts7, random7, name="x"):
-    delta = lambda m5, m7: {"conv5": Delta(torch.tensor([m5]), m5, 0.0), "fc7": Delta(torch.tensor([m7]), m7, 0.0)}  # noqa: E731
+    def delta(m5, m7):
+        return {"conv5": Delta(torch.tensor([m5]), m5, 0.0), "fc7": Delta(torch.tensor([m7]), m7, 0.0)}
+
     return PartTable(name, ["conv5", "fc7"], {f"p{i}": delta(a, b) for i, (a, b) in enumerate(zip(parts, parts7))},
                      delta(random, random7))
 

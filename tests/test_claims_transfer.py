@@ -74,7 +74,7 @@ RISING = [0.5 + 0.05 * i for i in range(7)]
 def test_rises_verdict_outcomes(means, std, outcome):
     row = chapter.rises_verdict(rows(means, std), folds=5)
     assert row.claim == chapter.RISES and row.holds is outcome and row.threshold.value == 0
-    assert "svm:" in row.measured and "softmax:" in row.measured and "conv1" in row.measured
+    assert "SVM:" in row.measured and "softmax:" in row.measured and "conv1" in row.measured
     check(row, "paper")
 
 
@@ -116,3 +116,8 @@ def test_claims_need_every_target_known_and_complete():
         chapter.claims(curves, {"cifar": curve(0.9)}, {"cifar": rows(RISING)}, 5)
     with pytest.raises(ValueError, match="same targets"):
         chapter.claims({"digits": curve(0.9, 0.5)}, {}, {"digits": rows(RISING)}, 5)
+
+
+def test_a_margin_on_the_threshold_names_no_budget():
+    row = chapter.margin_verdict([12, 9, 11, 8], (1, 30))  # 10.0 ± 0.9: the effect sits on the threshold
+    assert row.holds is None and row.needed.startswith("no budget decides it")

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from zfkit import ablation, filters, train
+from zfkit import ablation, train
 
 
 # ---------------------------------------------------------------- ch. 8: are Table 3's rows converged?
@@ -24,26 +24,6 @@ def test_early_training_compares_the_seed_mean_with_the_converged_error(errors, 
 def test_early_training_rejects_a_zero_converged_error():
     with pytest.raises(ValueError, match="converged"):
         ablation.early_training([1.0, 2.0], converged=0.0)
-
-
-# ---------------------------------------------------------------- ch. 2: Fig. 6a/c
-
-@pytest.mark.parametrize("unclipped, clipped, outcome", [
-    ([0.30, 0.32, 0.28], [0.10, 0.11, 0.09], True),    # 0.30 - 1.5 x 0.10 = 0.15, noise 0.02
-    ([0.10, 0.11, 0.09], [0.10, 0.11, 0.09], False),   # equal shares: -0.05 against 2 x 0.018
-    ([0.30, 0.10, 0.05], [0.10, 0.11, 0.09], None),    # one seed dominates, the others not: too noisy
-])
-def test_dominance_decides_one_feature_dominates(unclipped, clipped, outcome):
-    from zfkit import verdicts
-
-    effect, noise = filters.dominance(unclipped, clipped)
-    assert effect == pytest.approx(sum(unclipped) / 3 - 1.5 * sum(clipped) / 3)
-    assert verdicts.exceeds(effect, 0, noise) is outcome
-
-
-def test_dominance_needs_two_seeds_per_arm():
-    with pytest.raises(ValueError, match="at least 2 samples"):
-        filters.dominance([0.3], [0.1, 0.1])
 
 
 # ---------------------------------------------------------------- ch. 2: the time target names its CPU

@@ -203,12 +203,12 @@ def _subfigure_titles(fig):
 
 def test_panels_say_which_side_is_projections_and_which_patches():
     panels = [_panel(3), _panel(7)]
-    fig = viz.draw_panels(panels, labels=["a", "b", "c"], sides=("projections", "patches"))
+    fig = viz.draw_panels(panels, labels=["a", "b", "c"])  # by default: every Fig. 2 panel says which is which
     titles = _subfigure_titles(fig)
     assert titles.count("projections") == 2 and titles.count("patches") == 2  # every map's row, both halves
     assert "conv2 map 3" in titles and "conv2 map 7" in titles
     assert len(fig.axes) == 2 * 2 * 9
-    plain = _subfigure_titles(viz.draw_panels(panels))
+    plain = _subfigure_titles(viz.draw_panels(panels, sides=None))
     assert "projections" not in plain and "patches" not in plain
     with pytest.raises(ValueError, match="sides"):
         viz.draw_panels(panels, sides=("projections",))

@@ -8,16 +8,14 @@ turn each remark into a measurement.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from .topk import layer_activations
-from .verdicts import standard_error
 
-__all__ = ["filter_rms", "top_energy_share", "dead_filters", "aliased_energy", "dominance", "clipping_acted"]
+__all__ = ["filter_rms", "top_energy_share", "dead_filters", "aliased_energy", "clipping_acted"]
 
 
 def filter_rms(weight: torch.Tensor) -> torch.Tensor:
@@ -54,21 +52,6 @@ def aliased_energy(weight: torch.Tensor, stride: int, size: int = 64) -> float:
     freq = torch.fft.fftfreq(size, d=1.0, dtype=torch.float64)
     beyond = (freq.abs()[:, None] > 1 / (2 * stride)) | (freq.abs()[None, :] > 1 / (2 * stride))
     return float(spectrum[beyond].sum() / spectrum.sum())
-
-
-def dominance(unclipped: Sequence[float], clipped: Sequence[float], factor: float = 1.5) -> tuple[float, float]:
-    """Fig. 6a's "one feature dominates" without clipping, as an effect and its seed noise.
-
-    ``unclipped`` and ``clipped`` are :func:`top_energy_share` values of the two arms over seeds
-    (at least two each). The effect is ``mean(unclipped) - factor * mean(clipped)``: positive when
-    the strongest filter without clipping holds more than ``factor`` times the share it holds with
-    clipping. Its noise is the standard error of that linear combination (independent seeds), so
-    ``zfkit.verdicts.exceeds(effect, 0, noise)`` decides the claim.
-    """
-    if factor <= 0:
-        raise ValueError(f"factor must be positive, got {factor!r}")
-    effect = sum(unclipped) / len(unclipped) - factor * sum(clipped) / len(clipped)
-    return effect, math.hypot(standard_error(unclipped), factor * standard_error(clipped))
 
 
 def clipping_acted(unclipped: torch.Tensor, clipped: torch.Tensor) -> bool:

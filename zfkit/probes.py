@@ -2,7 +2,8 @@
 
 The paper keeps layers 1-7 of its ImageNet model fixed and trains a new softmax (or a linear SVM,
 Table 7) on the target dataset's images; it compares against the same network trained from scratch
-on those few images (Tables 4-5, Fig. 9 of the arXiv text). Here:
+on those few images (Tables 4-5, and the few-shot curve: Fig. 9 of the ECCV text, Fig. 7 of the arXiv
+text). Here:
 
 - :func:`features` runs the frozen model once and returns one row per image;
 - :func:`linear_probe` fits a standardised linear classifier (scikit-learn) on one layer's features;

@@ -266,13 +266,13 @@ def draw_grating_responses(frequency: float, layers: Sequence[FirstLayer], width
 
 
 def draw_panels(panels: Sequence, ncols: int = 3, size: float = 0.75, labels: Sequence[str] | None = None,
-                sides: tuple[str, str] | None = None) -> Figure:
+                sides: tuple[str, str] | None = ("projections", "patches")) -> Figure:
     """Fig. 2's layout: per feature map, its top-k projections (left) beside their image patches (right).
 
     ``panels`` are :class:`zfkit.gallery.Panel` objects; each map becomes one row of the figure. Each
     projection is normalised on its own (its sign and scale are arbitrary), patches are shown as
     mean-subtracted inputs rescaled to their own range. ``sides`` titles the two halves of every
-    row, e.g. ``("projections", "patches")``: two grids of grey tiles do not say which is which.
+    row (``None`` leaves them untitled): two grids of grey tiles do not say which is which.
     """
     if sides is not None and (len(sides) != 2 or not all(isinstance(s, str) for s in sides)):
         raise ValueError(f"sides must be two titles (left, right), e.g. ('projections', 'patches'), got {sides!r}")

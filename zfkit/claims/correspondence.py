@@ -26,6 +26,8 @@ CORRESPONDENCE = "... which shows the model establishes some degree of correspon
 MORE_SIMILAR = "Layer 7: part and random scores are more similar than at layer 5"
 
 UNIT = "image sets"
+#: ZFNet-mini's layers standing for the paper's layers 5 and 7 (their rectified outputs).
+LAYER5, LAYER7 = "conv5", "fc7"
 
 
 @dataclass(frozen=True)
@@ -41,10 +43,10 @@ class Measurements:
     untrained5: np.ndarray  # untrained net, layer 5
 
     def __post_init__(self):
-        sizes = {len(np.asarray(g)) for g in (self.trained5, self.trained7, self.untrained5)}
-        if len(sizes) != 1 or min(sizes) < 2:
+        sizes = [len(np.asarray(g)) for g in (self.trained5, self.trained7, self.untrained5)]
+        if len(set(sizes)) != 1 or min(sizes) < 2:
             raise ValueError(f"the relative gaps must pair table for table, with at least 2 tables to measure noise; "
-                             f"got lengths {sorted(len(np.asarray(g)) for g in (self.trained5, self.trained7, self.untrained5))}")
+                             f"got lengths {sizes}")
         if not 0 <= self.below <= self.cases or self.cases < 1:
             raise ValueError(f"below must count cases out of cases >= 1, got {self.below} of {self.cases}")
 
@@ -57,14 +59,13 @@ class Measurements:
         return self.below / self.cases
 
 
-def measure(trained: Sequence[PartTable], untrained: Sequence[PartTable], lower: str = "conv5",
-            upper: str = "fc7") -> Measurements:
+def measure(trained: Sequence[PartTable], untrained: Sequence[PartTable]) -> Measurements:
     """:class:`Measurements` from the trained and untrained networks' tables, paired in one order."""
     if [t.class_name for t in trained] != [t.class_name for t in untrained]:
         raise ValueError("the trained and untrained tables must pair up: same classes in the same order")
-    summary = part_summary(trained, lower)
-    return Measurements(summary.below, summary.cases, below_share(trained, lower)[1], relative_gaps(trained, lower),
-                        relative_gaps(trained, upper), relative_gaps(untrained, lower))
+    summary = part_summary(trained, LAYER5)
+    return Measurements(summary.below, summary.cases, below_share(trained, LAYER5)[1], relative_gaps(trained, LAYER5),
+                        relative_gaps(trained, LAYER7), relative_gaps(untrained, LAYER5))
 
 
 def _paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
@@ -75,10 +76,11 @@ def _paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 def claims(m: Measurements) -> list[Verdict]:
     """Table 1's three readings, each decided beyond Student's t for the number of tables times its noise."""
     n = m.tables
-    over = f"over {n} {UNIT} (class × set of images)"
+    over = f"over {n} {UNIT} (one Table 1 each)"
     learned, learned_noise = _paired(m.trained5, m.untrained5)
     shift, shift_noise = _paired(m.trained7, m.trained5)
     gap5, gap5_noise = float(np.mean(m.trained5)), standard_error(m.trained5)
+    untrained5, gap7 = float(np.mean(m.untrained5)), float(np.mean(m.trained7))
     return [
         Verdict.decided(
             LOWER, f"part below random in {m.below} of {m.cases} cases: share {m.share:.2f} ± {m.share_noise:.2f}; "
@@ -88,7 +90,7 @@ def claims(m: Measurements) -> list[Verdict]:
             why="a coin: parts no better than random placements lie below the random row in half the cases",
             unit=UNIT),
         Verdict.decided(
-            CORRESPONDENCE, f"relative gap at conv5: trained {gap5:+.3f}, untrained {float(np.mean(m.untrained5)):+.3f}; "
+            CORRESPONDENCE, f"relative gap at conv5: trained {gap5:+.3f}, untrained {untrained5:+.3f}; "
                             f"difference {learned:+.3f} ± {learned_noise:.3f}",
             decide(learned, 0.0, learned_noise, samples=n),
             noise=f"± {learned_noise:.3f}: standard error of the paired difference {over}",
@@ -97,7 +99,7 @@ def claims(m: Measurements) -> list[Verdict]:
                 "without learning",
             unit=UNIT),
         Verdict.decided(
-            MORE_SIMILAR, f"mean relative gap fc7 {float(np.mean(m.trained7)):+.3f} vs conv5 {gap5:+.3f} "
+            MORE_SIMILAR, f"mean relative gap fc7 {gap7:+.3f} vs conv5 {gap5:+.3f} "
                           f"(paper +0.06 vs +0.33); difference {shift:+.3f} ± {shift_noise:.3f}",
             _layer5_gap(gap5, gap5_noise, n, decide(shift, 0.0, shift_noise, direction="<", samples=n)),
             noise=f"± {shift_noise:.3f}: standard error of the paired difference {over}",
@@ -111,6 +113,6 @@ def _layer5_gap(gap: float, noise: float, tables: int, decision: Decision) -> De
     """Layer 7 can only be "more similar" than layer 5 if parts and random differ at layer 5: not
     testable when the trained net's layer-5 gap is at or below 0 beyond its noise."""
     absent = decide(gap, 0.0, noise, samples=tables).holds is False
-    return requires(not absent, decision, f"parts score lower than random at layer 5, the difference layer 7 would "
-                                          f"shrink: the trained net's relative gap at conv5 is {gap:+.3f} ± {noise:.3f} "
-                                          f"over {tables} {UNIT}, at or below 0")
+    return requires(not absent, decision,
+                    f"parts score lower than random at layer 5, the difference layer 7 would shrink: the trained "
+                    f"net's relative gap at conv5 is {gap:+.3f} ± {noise:.3f} over {tables} {UNIT}, at or below 0")

@@ -20,18 +20,22 @@ __all__ = ["TRANSFER", "TRANSFER_FASHION", "RISES", "RISES_FASHION", "CLAIMS", "
            "margin_verdict", "rises_verdict", "claims"]
 
 TRANSFER = "Pretrained features + softmax beat training from scratch by a wide margin with few images (digits)"
-TRANSFER_FASHION = "Pretrained features + softmax beat training from scratch by a wide margin with few images (fashion 5→5)"
+TRANSFER_FASHION = ("Pretrained features + softmax beat training from scratch by a wide margin with few images "
+                    "(fashion 5→5)")
 RISES = "Table 7: accuracy rises steadily as one ascends the layers (digits)"
 RISES_FASHION = "Table 7: accuracy rises steadily as one ascends the layers (fashion 5→5)"
 
 #: Per target of chapter 9, its (margin, Table 7) claim texts.
 CLAIMS = {"digits": (TRANSFER, RISES), "fashion 5→5": (TRANSFER_FASHION, RISES_FASHION)}
 
+#: How the rows name :data:`zfkit.probes.CLASSIFIERS`.
+NAMES = {"svm": "SVM", "softmax": "softmax"}
+
 #: "A wide margin", in points of per-class accuracy: ours, as the paper gives no number.
 WIDE_MARGIN = 10.0
 WIDE_MARGIN_WHY = ("the paper gives no number; its pretrained net beats the scratch net by 35-61 points (Tables 4-5) "
                    "and it calls 19 points over the state of the art 'a significant margin', 2.2 points not: 10 is "
-                   "half the smallest margin it calls significant, lenient for a source net of 32-px garments")
+                   "half the smallest margin it calls significant")
 
 
 def margin_verdict(margins: Sequence[float], shots: Sequence[int], *, claim: str = TRANSFER, features: str = "fc7",
@@ -49,8 +53,9 @@ def margin_verdict(margins: Sequence[float], shots: Sequence[int], *, claim: str
     if not shots:
         raise ValueError("shots must name the shot counts the margins average over, e.g. (1, 2, 5, 10, 20, 30)")
     mean, se = float(margins.mean()), standard_error(margins)
+    measured = f"{features}: {mean:+.1f} ± {se:.1f} points on average over {shots[0]}-{shots[-1]} images/class"
     return Verdict.decided(
-        claim, f"{features}: {mean:+.1f} ± {se:.1f} points on average over {shots[0]}-{shots[-1]} images/class{detail}",
+        claim, measured + detail,
         decide(mean, threshold, se, samples=len(margins)),
         noise=f"± {se:.1f} points: standard error over {len(margins)} folds (both nets train on a fold's same images)",
         why=why, unit="folds")
@@ -74,10 +79,10 @@ def rises_verdict(rows: Sequence[dict], folds: int, claim: str = RISES) -> Verdi
         raise ValueError("rows must be zfkit.probes.layer_probes rows (layer, classifier, mean, std)")
     trends = {c: layer_trend(rows, c, folds) for c in classifiers}
     first, last = next(iter(trends.values())).layers[0], next(iter(trends.values())).layers[-1]
-    measured = "; ".join(f"{c}: {100 * t.slope:+.2f} ± {100 * t.slope_noise:.2f} points per layer, {t.falls} of "
-                         f"{len(t.steps)} steps fall beyond noise, {first} {100 * t.means[0]:.1f} → {last} "
-                         f"{100 * t.means[-1]:.1f}" for c, t in trends.items())
-    noise = ", ".join(f"± {100 * t.slope_noise:.2f} ({c})" for c, t in trends.items())
+    measured = "; ".join(f"{NAMES.get(c, c)}: {100 * t.slope:+.2f} ± {100 * t.slope_noise:.2f} points per layer, "
+                         f"{t.falls} of {len(t.steps)} steps fall beyond noise, {first} {100 * t.means[0]:.1f} → "
+                         f"{last} {100 * t.means[-1]:.1f}" for c, t in trends.items())
+    noise = ", ".join(f"± {100 * t.slope_noise:.2f} ({NAMES.get(c, c)})" for c, t in trends.items())
     return Verdict.decided(
         claim, measured, combine(*(_rises(t, folds) for t in trends.values())),
         noise=f"{noise} points per layer on the trend: each layer's standard error over {folds} folds, the layers "
