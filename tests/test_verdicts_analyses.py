@@ -249,7 +249,9 @@ def test_layer_trend_reads_all_three_outcomes(means, std, expected):
     rows = _rows(means, std) + _rows(means[::-1], std, "softmax")
     trend = layer_trend(rows, "svm", folds=5)
     assert trend.layers == ("l0", "l1", "l2", "l3", "l4") and trend.means == pytest.approx(means)
-    assert trend.rises_steadily() is expected
+    from zfkit.claims.transfer import rises_verdict
+
+    assert rises_verdict(_rows(means, std), folds=5).holds is expected  # Table 7's rule (zfkit.claims.transfer)
 
 
 def test_layer_trend_slope_and_noise_in_closed_form():

@@ -430,42 +430,11 @@ def map_measures(model: nn.Module, dataset: TensorImages, scans: Mapping, k: int
 
 
 def hierarchy_claims(trained: Mapping, control: Mapping, low: str, high: str) -> list[Verdict]:
-    """Fig. 2's caption judged as in chapter 3, from :func:`map_measures` of the trained network and
-    of its untrained control: (i) grouping beyond the control at every measured layer; (ii) the drop
-    of distinct photos among the top-9 from ``low`` to ``high``, beyond the control's drop. The noise
-    is over the maps of a stage, so a budget in maps is bounded by the stage's channels."""
-    from .gallery import control_contrast
+    """Fig. 2's caption judged by chapter 3's rules (:func:`zfkit.claims.deconvnet.claims`), from
+    :func:`map_measures` of the trained network and of its untrained control; photos are counted."""
+    from .claims import deconvnet
 
-    layers = [layer for layer in trained if layer in control]
-    if not layers or low not in layers or high not in layers:
-        raise ValueError(f"trained and control must both measure {low!r} and {high!r}; got {list(trained)} and {list(control)}")
-    maps = {layer: min(len(trained[layer]["grouping"]), len(control[layer]["grouping"])) for layer in layers}
-
-    def learned(layer: str) -> verdicts.Decision:
-        t, c = np.asarray(trained[layer]["grouping"]), np.asarray(control[layer]["grouping"])
-        return verdicts.decide(t.mean() - c.mean(), 0, verdicts.mean_difference_noise(t, c), samples=maps[layer])
-
-    grouping = [_Part(layer, learned(layer), "ours", "the paper shows the grouping (Fig. 2) without a size; we ask for "
-                      "any grouping beyond an untrained Lite0's") for layer in layers]
-    drop, noise = control_contrast(trained[low]["classes"], trained[high]["classes"],
-                                   control[low]["classes"], control[high]["classes"])
-    groups = min(len(m[layer]["classes"]) for m in (trained, control) for layer in (low, high))
-    counts = {net: f"{np.mean(m[low]['classes']):.2f} → {np.mean(m[high]['classes']):.2f}"
-              for net, m in (("trained", trained), ("untrained", control))}
-    return [
-        _row(GROUPING, "grouping, trained − untrained: " + ", ".join(
-                 f"{p.label} {p.decision.value:+.3f} ± {p.decision.noise:.3f}" for p in grouping), grouping,
-             noise=f"standard error over each stage's maps ({min(maps.values())}–{max(maps.values())}), trained and "
-                   "untrained (Welch)", unit="maps per stage",
-             note="within-map minus across-map cosine of the top-9 patches (crops of the photos); control: Lite0 "
-                  "untrained; every stage must show it"),
-        _row(INVARIANCE, f"distinct photos in top-9, {low} → {high}: trained {counts['trained']}, untrained "
-                         f"{counts['untrained']}; trained drop minus untrained drop {drop:+.2f} ± {noise:.2f}",
-             [_Part("drop", verdicts.decide(drop, 0, noise, samples=groups), "ours",
-                    "the paper states no size; any larger drop of photos per map than the untrained control's")],
-             noise=f"standard errors over the maps of {low} and {high}, trained and untrained, in quadrature",
-             unit="maps per stage", note="photos among a map's top-9 crops as the countable side of invariance"),
-    ]
+    return deconvnet.claims(trained, control, low=low, high=high, control="Lite0 untrained", counted="photos")
 
 
 # ---------------------------------------------------------------- Fig. 7: occlusion against the boxes
@@ -565,68 +534,23 @@ def paper_layers(result, first: str = FIRST, last: str = PENULTIMATE):
 
 
 def invariance_claims(measured: Mapping[str, tuple[float, float]], photos: int) -> list[Verdict]:
-    """Fig. 5's reading judged by chapter 5's rules, on :func:`zfkit.invariance.claim_measurements`
-    (plus ``spearman``), each part decided beyond Student's t for ``photos`` images.
+    """Fig. 5's reading judged by chapter 5's rules (:func:`zfkit.claims.invariance.claims`) on
+    :func:`zfkit.invariance.claim_measurements` (plus ``spearman``), Student's t for ``photos``."""
+    from .claims import invariance
 
-    A threshold is the paper's where it is the comparison its sentence makes (layer 7 "lesser" than
-    layer 1: a ratio below 1; rotation against translation and scaling; symmetric objects keeping
-    more), ours where we chose a level (80 % kept, R² 0.9) or added the untrained control.
-    """
-    needs = {f"{name}/{kind}" for name in ("ratio", "learned", "linearity", "steeper", "kept") for kind in ("translate", "scale")}
-    missing = sorted((needs | {"kept/rotate", "rotate_vs_others", "spearman"}) - set(measured))
-    if missing:
-        raise ValueError(f"invariance_claims needs the measurements {missing}; take them from claim_measurements")
-    kinds = ("translate", "scale")
-    part = lambda name, threshold, direction, source, why: _Part(name, verdicts.decide(  # noqa: E731
-        measured[name][0], threshold, measured[name][1], direction=direction, samples=photos), source, why)
-    show = lambda name, fmt=".2f": "{:{f}} ± {:{e}}".format(*measured[name], f=fmt, e=fmt.lstrip("+"))  # noqa: E731
-    kept = "of p(true) kept: our reading of 'stable' (the paper gives no number)"
-    noise, unit = f"bootstrap over {photos} photos", "photos"
-    return [
-        _row(INV_LAYERS, "; ".join(f"{kind}: {PENULTIMATE}'s first step {show(f'ratio/{kind}')} of {FIRST}'s, untrained "
-                                   f"net's {measured[f'ratio/{kind}'][0] - measured[f'learned/{kind}'][0]:.2f} "
-                                   f"(difference {show(f'learned/{kind}', '+.2f')})" for kind in kinds),
-             [*(part(f"ratio/{kind}", 1, "<", "paper", "'a lesser one': layer 7's first step smaller than layer 1's")
-                for kind in kinds),
-              *(part(f"learned/{kind}", 0, "<", "ours", "below the untrained Lite0's ratio: our control, so that the "
-                     "lesser effect is learning's, not the architecture's") for kind in kinds)],
-             noise=noise, unit=unit),
-        _row(INV_LINEAR, "; ".join(f"{kind}: R² {show(f'linearity/{kind}')}, steepness {PENULTIMATE} − {FIRST} "
-                                   f"{show(f'steeper/{kind}', '+.2f')}" for kind in kinds),
-             [*(part(f"linearity/{kind}", 0.9, ">", "ours", "R² 0.9 of a line: our reading of 'quasi-linearly' (the "
-                     "paper shows the curves, no fit)") for kind in kinds),
-              *(part(f"steeper/{kind}", 0, "<", "ours", "a gentler start than layer 1's: the contrast Fig. 5 draws, "
-                     "made a number by us") for kind in kinds)],
-             noise=noise, unit=unit),
-        _row(INV_STABLE, f"p(true) kept {show('kept/translate', '.0%')} (translation), {show('kept/scale', '.0%')} (scaling)",
-             [part(f"kept/{kind}", 0.8, ">", "ours", f"80 % {kept}") for kind in kinds], noise=noise, unit=unit),
-        _row(INV_ROTATE, f"p(true) kept {show('kept/rotate', '.0%')} over a full turn, {show('rotate_vs_others', '+.0%')} "
-                         "against the lesser of translation and scaling",
-             [part("kept/rotate", 0.8, "<", "ours", f"below 80 % {kept}"),
-              part("rotate_vs_others", 0, "<", "paper", "the paper sets rotation against translation and scaling: "
-                   "less of p(true) kept than under either (a difference below 0)")], noise=noise, unit=unit),
-        _row(INV_SYMMETRY, f"Spearman ρ = {show('spearman')} between symmetry and p(true) under rotation",
-             [part("spearman", 0, ">", "paper", "symmetric objects keep more of p(true) under rotation: a rank "
-                   "correlation of symmetry with p(true) above 0")], noise=noise, unit=unit),
-    ]
+    return invariance.claims(measured, photos, layers=(FIRST, PENULTIMATE), unit="photos")
 
 
 # ---------------------------------------------------------------- §5.2: transfer
 
 
 def transfer_claim(margins: Sequence[float], shots: Sequence[int], layer: str, margin: float = 10.0) -> Verdict:
-    """§5.2 as chapter 9 judges it: the frozen features + softmax minus the scratch network, in points,
-    averaged over the shot counts per fold (``margins``: :func:`zfkit.probes.fold_margins`), exceeds
-    ``margin`` beyond Student's t for the folds times the standard error over folds."""
-    margins = np.asarray(margins, dtype=float)
-    folds = len(margins)
-    mean, se = float(margins.mean()), verdicts.standard_error(margins)
-    return _row(TRANSFER, f"Lite0 {layer}: {mean:+.1f} ± {se:.1f} points on average over {shots[0]}-{shots[-1]} "
-                          "images/class against ZFNet-mini trained from scratch",
-                [_Part("margin", verdicts.decide(mean, margin, se, samples=folds), "ours",
-                       f"{margin:g} points: our reading of 'a wide margin', well below the paper's own gaps "
-                       "(Caltech-101, 30 images/class: 86.5 % pretrained against 46.5 % from scratch, Table 4)")],
-                noise=f"standard error over {folds} folds (the same splits for both networks)", unit="folds")
+    """§5.2 judged by chapter 9's rule (:func:`zfkit.claims.transfer.margin_verdict`): Lite0's frozen
+    ``layer`` + softmax minus ZFNet-mini from scratch, per fold (:func:`zfkit.probes.fold_margins`)."""
+    from .claims import transfer
+
+    return transfer.margin_verdict(margins, shots, features=f"Lite0 {layer}", threshold=margin,
+                                   detail=" against ZFNet-mini trained from scratch")
 
 
 # ---------------------------------------------------------------- beyond the paper: randomisation by stage
@@ -658,32 +582,11 @@ def grouped_cascade(model: nn.Module, groups: Mapping[str, Sequence[str]], seed:
 
 
 def sanity_claims(sweep, top: str) -> list[Verdict]:
-    """Chapter 10's randomisation claims on a :func:`zfkit.sanity.sweep` of class logits, with ``top``
-    the first step (the classifier re-initialised); chapter 10's thresholds, Student's t for the photos."""
-    pairs = int(sweep.scores[sweep.rules[0]]["ssim"].shape[1])
-    part = lambda label, rule, metric, threshold, direction, why: _Part(label, verdicts.decide(  # noqa: E731
-        sweep.at(top, rule, metric), threshold, sweep.noise(top, rule, metric), direction=direction, samples=pairs),
-        "ours", why)
-    pm = lambda rule, metric="ssim": f"{sweep.at(top, rule, metric):.2f} ± {sweep.noise(top, rule, metric):.2f}"  # noqa: E731
-    noise, unit, last = f"standard error over {pairs} photos", "photos", sweep.steps[-1]
-    return [
-        _row(SANITY_GUIDED, f"guided SSIM after the classifier is randomised {pm('guided')}, after all of "
-                            f"{', '.join(sweep.steps)} {sweep.at(last, 'guided', 'ssim'):.2f} "
-                            f"(floor {sweep.floor['guided']['ssim']:.2f})",
-             [part("SSIM", "guided", "ssim", 0.9, ">", "SSIM 0.9 with the classifier random: our reading of 'barely "
-                   "changes' (Adebayo et al. show pictures, no number), as in chapter 10")],
-             noise=noise, unit=unit, source="Adebayo 2018"),
-        _row(SANITY_GRADIENT, f"gradient after the classifier alone: SSIM {pm('gradient')}, "
-                              f"signed Spearman {pm('gradient', 'spearman')}",
-             [part("SSIM", "gradient", "ssim", 0.6, "<", "SSIM below 0.6: our reading of 'changes', as in chapter 10"),
-              part("signed Spearman", "gradient", "spearman", 0.2, "<",
-                   "rank correlation below 0.2: our reading of 'changes', as in chapter 10")],
-             noise=noise, unit=unit, source="Adebayo 2018"),
-        _row(SANITY_DECONV, f"deconvnet SSIM with the classifier randomised: {pm('deconvnet')}",
-             [part("SSIM", "deconvnet", "ssim", 0.9, ">", "SSIM 0.9: our reading of 'ignores' (Sixt et al. derive it, "
-                   "give no similarity level), as in chapter 10")],
-             noise=noise, unit=unit, source="Sixt 2020"),
-    ]
+    """Chapter 10's randomisation claims (:func:`zfkit.claims.sanity.claims`) on a
+    :func:`zfkit.sanity.sweep` of class logits, ``top`` its first step (the classifier re-initialised)."""
+    from .claims import sanity
+
+    return sanity.claims(sweep, top, what="photos")
 
 
 def checks(predicted: Sequence[dict], engine: Mapping[str, float]) -> list[Verdict]:

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from .graph import eval_mode, model_graph
 from .models import ArchSpec, ConvNet, build, init_he
 from .topk import layer_activations
-from .verdicts import K, all_of, below, exceeds, k_for
+from .verdicts import K, below, k_for
 
 __all__ = ["ProbeResult", "FewShotCurve", "features", "linear_probe", "layer_probes", "few_shot_curve",
            "train_scratch", "CLASSIFIERS", "fold_margins", "LayerTrend", "layer_trend"]
@@ -374,13 +374,6 @@ class LayerTrend:
     def falls(self) -> int:
         """Steps down by more than ``k`` times their noise."""
         return sum(below(s, 0, n, self.k) is True for s, n in zip(self.steps, self.step_noise))
-
-    def rises_steadily(self) -> bool | None:
-        """Table 7's "accuracy rises steadily as one ascends": the trend is up beyond its noise and no
-        step falls beyond its noise (reproduced); the trend is down or a step falls beyond its
-        noise (not reproduced); otherwise inconclusive."""
-        return all_of(exceeds(self.slope, 0, self.slope_noise, self.k),
-                      *(False if below(s, 0, n, self.k) else True for s, n in zip(self.steps, self.step_noise)))
 
 
 def layer_trend(rows: Sequence[dict], classifier: str, folds: int) -> LayerTrend:
