@@ -78,7 +78,7 @@ def counts_sentence(found: Sequence[Row]) -> str:
     ours, later = counts(found, "paper"), counts([r for r in found if r.source != "paper"], None)
     say = lambda c: ", ".join(f"{n} {outcome}" for outcome, n in c.items())  # noqa: E731
     return (f"{sum(ours.values())} claims of Zeiler & Fergus: {say(ours)}; "
-            f"{sum(later.values())} claims of later papers (chapter 10, 11): {say(later)}.")
+            f"{sum(later.values())} claims of later papers: {say(later)}.")
 
 
 def markdown(found: Sequence[Row], link_prefix: str = "") -> str:
