@@ -622,8 +622,8 @@ REASONS = {
                "compares covering the object with covering the background, there where the worst square lies",
     OVERLAP: "Lite0 has no max-pooling, so its deconvnet projection depends on where the unit is and not on the image; "
              "and 7 photos instead of 100 garments",
-    INV_LAYERS: "global average pooling: an untrained Lite0's pooled features barely move under a shift, so the "
-                "control sets a bar that ZFNet-mini's flattened fc7 input does not",
+    INV_LAYERS: "global average pooling: Lite0's pooled features move less than its stem's under a small shift, trained "
+                "or not; ZFNet-mini's fc7 reads the layout of its last maps",
     INV_LINEAR: "Lite0 averages its last maps over space (global pooling), ZFNet-mini's fc7 reads their layout",
     INV_STABLE: "Lite0 was trained on ImageNet with random crops and scales, the book's ZFNet-mini without shifts; "
                 "8 photos against 300 garments",
