@@ -71,6 +71,16 @@ def test_parameters_cell_comes_first_and_holds_scalars(notebook):
         f"{path.name}: the parameters cell must set profile = os.environ.get('ZFKIT_PROFILE', 'book')"
 
 
+def test_code_cells_are_short_and_the_verdict_cell_is_a_call(notebook):
+    """Logic lives in zfkit (with its tests); a chapter's cells are short calls, its verdicts one call."""
+    path, nb = notebook
+    long = [len(c.source.splitlines()) for c in nb.cells if c.cell_type == "code" and len(c.source.splitlines()) > 20]
+    assert not long, f"{path.name}: code cells of {long} lines; move the logic into zfkit (at most 20 lines a cell)"
+    judging = [c.source for c in nb.cells if c.cell_type == "code" and "verdict_table(" in c.source]
+    assert all("Verdict(" not in source and "verdicts.exceeds" not in source for source in judging), \
+        f"{path.name}: a verdict row is built in the notebook; build it in zfkit.claims.<chapter>.claims"
+
+
 def test_outputs_come_from_one_clean_book_run(notebook):
     path, nb = notebook
     code = [c for c in nb.cells if c.cell_type == "code"]
