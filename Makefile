@@ -37,7 +37,7 @@ book: setup studies
 	$(PY) -m zfkit.notebooks run --profile $(PROFILE)
 	$(MAKE) html
 
-# Tables 2-3 at convergence (zfkit/studies.py): resumable per row and seed, about 75 min on 2 cores from
+# Tables 2-3 at convergence (zfkit/studies.py): resumable per row and seed, about 30-65 min on 2 cores from
 # scratch; profile book writes book/results/studies, ci writes _build/studies-ci.
 studies: setup
 	$(PY) -m zfkit.studies run --profile $(PROFILE)

@@ -14,9 +14,11 @@ def test_tasks_cover_every_table3_row_and_table2s_extra_seeds():
     assert len(budget.table3_seeds) >= 3 and len(budget.table2_seeds) >= 5  # issue #22's minimum
     assert {t.row for t in book} == {r.name for r in ablation.ROWS}
     per_row = {r.name: sorted(t.seed for t in book if t.row == r.name) for r in ablation.ROWS}
-    assert all(seeds == list(budget.table3_seeds) for row, seeds in per_row.items() if row not in studies.TABLE2_ROWS)
+    more = dict(budget.more_seeds)
+    assert all(seeds == sorted(budget.table3_seeds + more.get(row, ())) for row, seeds in per_row.items()
+               if row not in studies.TABLE2_ROWS)
     assert all(seeds == list(budget.table2_seeds) for row, seeds in per_row.items() if row in studies.TABLE2_ROWS)
-    assert len({t.key for t in book}) == len(book) == 12 * 3 + 2 * 2
+    assert len({t.key for t in book}) == len(book) == 12 * 3 + 2 * 2 + sum(len(s) for s in more.values())
     with pytest.raises(ValueError, match="unknown study rows"):
         studies.tasks("book", rows=["resnet"])
     with pytest.raises(ValueError, match="ci or book"):
@@ -66,6 +68,11 @@ def test_run_is_resumable_and_writes_one_record_per_task(tmp_path, monkeypatch):
     (tmp_path / "zfnet-mini-short" / "seed2.json").write_text(json.dumps(stale))  # made with another budget
     studies.run("ci", rows=rows, folder=tmp_path, progress=False)
     assert trained[len(first) + 1:] == ["zfnet-mini-short/seed2"]   # retrained, not mixed into the table
+    more_seeds = dict(json.loads((tmp_path / "zfnet-mini-short" / "seed1.json").read_text())) | {
+        "budget": asdict(studies.BUDGETS["ci"]) | {"table3_seeds": [0, 1, 2, 3]}}
+    (tmp_path / "zfnet-mini-short" / "seed1.json").write_text(json.dumps(more_seeds))  # more seeds: same runs
+    studies.run("ci", rows=rows, folder=tmp_path, progress=False)
+    assert trained[len(first) + 1:] == ["zfnet-mini-short/seed2"]
     loaded = studies.load(tmp_path, "ci")
     assert [r["seed"] for r in loaded["zfnet-mini-short"]] == [0, 1, 2]
     errors = studies.table2_errors({**loaded, "alexnet-mini-short": loaded["zfnet-mini-short"]}, "ci")
