@@ -192,7 +192,7 @@ def with_seeds(table: Table, spread: Mapping[str, dict], early: Mapping) -> list
 
     ``spread`` (:func:`seed_spread` by row name) replaces a row's single run by its seeds: their
     test errors (and train errors, when scored) and means. Every other row is its one run, seed
-    :data:`SEEDS` [0]. ``early`` (:func:`early_training`) decides ``converged`` for all rows, as
+    ``SEEDS[0]``. ``early`` (:func:`early_training`) decides ``converged`` for all rows, as
     they share one budget: converged only when clearly below :data:`EARLY` x the trained error.
     """
     rows = []

@@ -228,6 +228,7 @@ class VerdictTable(list):
     __repr__ = __str__
 
     def records(self) -> list[dict]:
+        """The rows as the results JSON stores them: empty fields left out, ``holds`` "not testable" for that outcome."""
         out = []
         for v in self:
             record = {**asdict(v), "verdict": self.label(v)}
@@ -239,7 +240,7 @@ class VerdictTable(list):
 
     @staticmethod
     def from_records(records: Sequence[Mapping], kind: str = "claims") -> "VerdictTable":
-        """The table back from :meth:`records` (the results JSON), e.g. to render it again."""
+        """The table back from :meth:`zfkit.results.VerdictTable.records` (the results JSON), e.g. to render it again."""
         fields = {f.name for f in dataclasses.fields(Verdict)}
         rows = []
         for r in records:

@@ -262,7 +262,7 @@ def edges(images: torch.Tensor) -> torch.Tensor:
 
 def recovery(projections: dict[str, torch.Tensor], shown: torch.Tensor) -> dict[str, dict[str, np.ndarray]]:
     """How much of each explanation is the image itself (Nie et al.'s "image recovery"): per image,
-    Spearman |.| of each set of ``projections`` (name -> (N, C, H, W)) with its own displayed image
+    absolute Spearman of each set of ``projections`` (name -> (N, C, H, W)) with its own displayed image
     ``shown``, with that image's Sobel edges, and, as controls, with the next image's (garments share a
     centred layout, so only the margin over another image counts). name -> reference -> (N,)."""
     references = {"image": shown, "other image": shown.roll(1, 0), "edges": edges(shown)}

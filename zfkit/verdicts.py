@@ -30,12 +30,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["K", "NOT_TESTABLE", "Outcome", "Decision", "k_for", "exceeds", "below", "equals", "all_of", "when",
+__all__ = ["K", "NOT_TESTABLE", "NotTestable", "Outcome", "Decision", "k_for", "exceeds", "below", "equals", "all_of", "when",
            "decide", "combine", "requires", "samples_needed", "mean_difference_noise", "standard_error",
            "bootstrap_noise", "paired_bootstrap_noise", "share_noise"]
 
 
-class _NotTestable:
+class NotTestable:
     """The fourth outcome: the claim's precondition fails here, so nothing measured could decide it."""
 
     _instance = None
@@ -49,14 +49,14 @@ class _NotTestable:
         return "NOT_TESTABLE"
 
     def __reduce__(self):
-        return (_NotTestable, ())
+        return (NotTestable, ())
 
 
 #: The outcome of a claim whose precondition does not hold in our setting (see :func:`requires`).
-NOT_TESTABLE = _NotTestable()
+NOT_TESTABLE = NotTestable()
 
-#: What a rule may return: reproduced, not reproduced, inconclusive, not testable.
-Outcome = bool | None | _NotTestable
+#: What a rule may return (reproduced, not reproduced, inconclusive, not testable).
+Outcome = bool | None | NotTestable
 
 #: Noise multiples an effect must clear (about a 95 % two-sided interval for a normal estimate).
 K = 2.0

@@ -131,7 +131,7 @@ def _rows(rows: Sequence[Mapping]) -> dict[str, Mapping]:
 
 
 def claims(rows: Sequence[Mapping], early: Mapping | None = None) -> list[Verdict]:
-    """Table 3's conclusions on the measured ``rows`` (one dict per :data:`zfkit.ablation.ROWS` entry).
+    """Table 3's conclusions on the measured ``rows`` (one dict per ``zfkit.ablation.ROWS`` entry).
 
     ``early`` is :func:`zfkit.ablation.early_training` of the rows' budget, the measurement a
     not-testable row quotes when rows have not converged (without it, the rows' own plateau test).

@@ -23,7 +23,7 @@ LOWER_EARLY = "Fig. 4: lower layers converge within a few epochs"
 UPPER_LATE = "Fig. 4: upper layers develop only after many epochs"
 UPPER_CHANGE = "Fig. 4: the upper layers' projections change more during training"
 
-#: Cosine to the final projection from which a map counts as converged (ours: the paper judges by eye).
+#: Cosine to the final projection from which a map counts as converged (ours, as the paper judges by eye).
 CONVERGED = 0.9
 
 __all__ = ["LOWER_EARLY", "UPPER_LATE", "UPPER_CHANGE", "CONVERGED", "claims"]

@@ -27,12 +27,12 @@ INV_STABLE = "The output is stable to translation and scaling"
 INV_ROTATE = "The output is not invariant to rotation"
 INV_SYMMETRY = "... except for objects with rotational symmetry"
 
-#: Test accuracy a model needs before claims about its output can be judged: near chance, an output
-#: that ignores the image is trivially "invariant".
+#: Test accuracy a model needs before claims about its output can be judged (near chance, an output
+#: that ignores the image is trivially "invariant").
 MIN_ACCURACY = 0.5
-#: Share of p(true label) a sweep must keep to be "stable" (ours: the paper gives no number).
+#: Share of p(true label) a sweep must keep to be "stable" (ours, as the paper gives no number).
 STABLE = 0.8
-#: R² of a line through zero that counts as "quasi-linear" (ours: the paper shows curves, no fit).
+#: R² of a line through zero that counts as "quasi-linear" (ours, as the paper shows curves and no fit).
 LINEAR = 0.9
 
 _KINDS = ("translate", "scale")

@@ -21,9 +21,9 @@ OVERLAP = "Covering the structure the projection shows makes the map's activity 
 
 #: Test accuracy a model needs before claims about its output can be judged.
 MIN_ACCURACY = 0.5
-#: Share of p(correct) the worst square must remove for a "significant" drop (ours: the paper gives no size).
+#: Share of p(correct) the worst square must remove for a "significant" drop (ours, as the paper gives no size).
 HALF = 0.5
-#: Share of an image's ink off the object below which there is no context to use (ours): a cut-out on
+#: Share of an image's ink off the object below which there is no context to use (ours); a cut-out on
 #: an empty background keeps only its faint edge there, a photo most of its ink.
 CONTEXT = 0.05
 

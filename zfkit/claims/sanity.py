@@ -37,7 +37,7 @@ SANITY_DECONV = "Sixt 2020: the deconvnet ignores the parameters of later layers
 ENGINE = ("The engine equals autograd with the ReLU's backward swapped, for each rule (the one backward pass "
           "of Springenberg 2014)")
 
-#: SSIM above which two explanations "barely change" (ours: the papers give no number).
+#: SSIM above which two explanations "barely change" (ours, as the papers give no number).
 ALIKE = 0.9
 #: SSIM and signed Spearman below which an explanation "changes" (ours).
 CHANGED_SSIM, CHANGED_SPEARMAN = 0.6, 0.2
@@ -142,7 +142,7 @@ def _class(pairs: Mapping[str, Mapping[str, Sequence[float]]], rule: str, claim:
 
 
 def _recovery(pairs: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]], what: str) -> Verdict:
-    """Nie's image recovery: Spearman |.| with the input image minus that with another image, per rule and net."""
+    """Nie's image recovery: absolute Spearman with the input image minus that with another image, per rule and net."""
     margins = {f"{rule}, {net}": paired_difference(pairs[rule][net]["image"], pairs[rule][net]["other image"])
                for rule in ("deconvnet", "guided") for net in ("trained", "random")}
     n = len(np.asarray(pairs["guided"]["trained"]["image"]))
@@ -168,7 +168,7 @@ def claims(cascade: Sweep, classifier: str, *, first: str | None = None, what: s
     ``shuffled`` with ``shuffled_train_error`` (rule -> metric -> per-image similarity to the
     shuffled-label model, and that model's error on its shuffled labels), ``classes`` (rule -> metric
     -> per-image similarity of the true and runner-up classes' explanations), ``recovery`` (rule ->
-    net -> reference -> per-image Spearman |.|: :func:`zfkit.sanity.recovery`).
+    net -> reference -> per-image absolute Spearman: :func:`zfkit.sanity.recovery`).
     """
     if (shuffled is None) != (shuffled_train_error is None):
         raise ValueError("pass shuffled and shuffled_train_error together: the label test needs its control's error")

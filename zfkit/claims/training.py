@@ -28,13 +28,13 @@ DEAD = "Fig. 6b/c: the coarse first layer has more dead filters"
 
 #: The arms of Table 2, named as the zoo and the study name them.
 ZF, AX = "zfnet-mini-short", "alexnet-mini-short"
-#: Feature-scale clipping's radius (§3; :attr:`zfkit.train.Recipe.clip_radius`).
+#: Feature-scale clipping's radius (§3, ``zfkit.train.Recipe.clip_radius``).
 RADIUS = 0.1
 #: Nets above this multiple of the fully trained net's test error are too far from converged for
 #: Table 2's single-model comparison (chapter 8 uses the same cut for Table 3's rows).
 CONVERGED_WITHIN = 1.5
-#: "One feature dominates": the strongest filter's share of the layer's energy without clipping,
-#: over its share with clipping, must exceed this.
+#: The factor behind "one feature dominates" (the strongest filter's share of the layer's energy without
+#: clipping, over its share with clipping, must exceed it).
 DOMINANCE_FACTOR = 1.5
 
 _CONVERGED_WHY = (f"converged = within {CONVERGED_WITHIN:g}x the fully trained net's error (ours: above it a net is "

@@ -31,7 +31,7 @@ CLAIMS = {"digits": (TRANSFER, RISES), "fashion 5→5": (TRANSFER_FASHION, RISES
 #: How the rows name :data:`zfkit.probes.CLASSIFIERS`.
 NAMES = {"svm": "SVM", "softmax": "softmax"}
 
-#: "A wide margin", in points of per-class accuracy: ours, as the paper gives no number.
+#: The points of per-class accuracy that make "a wide margin" (ours, as the paper gives no number).
 WIDE_MARGIN = 10.0
 WIDE_MARGIN_WHY = ("the paper gives no number; its pretrained net beats the scratch net by 35-61 points (Tables 4-5) "
                    "and it calls 19 points over the state of the art 'a significant margin', 2.2 points not: 10 is "
