@@ -37,7 +37,7 @@ CONV_WIDE = "Wider conv3-5 (512-1024-512) lowers the error"
 OVERFIT = "Widening conv3-5 and fc6/fc7 together over-fits (larger train/test gap, no better test error)"
 
 ORDERING = "the claim is an ordering of two rows: any difference beyond the seed noise counts"
-SLIGHT = (f"ours: {SMALL:.0%} of the baseline's error is our reading of 'slight' / 'little difference'; Table 3 "
+SLIGHT = (f"{SMALL:.0%} of the baseline's error is our reading of 'slight' / 'little difference'; Table 3 "
           "calls +4.3 and +4.9 points on 40.5 (11-12 %) slight and +30.8 (76 %) dramatic")
 UNIT = "seeds per arm"
 

@@ -48,7 +48,7 @@ MEMORISED = 0.5
 #: Lowest cosine to the autograd oracle for the engine check; float rounding moves it by about 1e-7.
 ORACLE = 0.9999
 
-NO_NUMBER = "ours: the paper gives no number"
+NO_NUMBER = "the paper gives no number"
 
 
 def _mean(values) -> tuple[float, float, int]:
@@ -113,7 +113,7 @@ def _cleaner(garment: Mapping[str, Mapping[str, Sequence[float]]], group: int) -
                                 f"{share(low, 'guided'):.2f} / {share(top, 'guided'):.2f}; {top} guided − deconvnet "
                                 f"{gain:+.3f} ± {se:.3f}",
                 decide(gain, 0, se, samples=maps), "Springenberg 2014",
-                "ours: the paper judges 'cleaner' by eye; the share on the garment is our stand-in, and any gain "
+                "the paper judges 'cleaner' by eye; the share on the garment is our stand-in, and any gain "
                 "beyond its noise counts", f"{top} maps", "a stand-in for 'clean'; paired over the same maps and images")
 
 
@@ -150,7 +150,7 @@ def _recovery(pairs: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]], 
     return _row(SANITY_RECOVERY, "Spearman |.| with the input image minus that with another image: "
                 + ", ".join(f"{k} {m:+.3f} ± {se:.3f}" for k, (m, se) in margins.items()),
                 decision, "Nie 2018",
-                "ours: the paper shows recovered pictures, no number; garments share a centred layout, so recovery "
+                "the paper shows recovered pictures, no number; garments share a centred layout, so recovery "
                 "counts only beyond another image's correlation, every margin above 0", what,
                 "the deciding margin's noise shown; paired over the same images")
 
