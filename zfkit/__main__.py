@@ -42,7 +42,7 @@ def _train(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from .checkpoint import atomic_write_bytes
+    from .storage import atomic_write_bytes
     from .data import DataNotFoundError
     from .distributed import current
     from .train import evaluate, fit

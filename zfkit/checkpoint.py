@@ -34,6 +34,7 @@ from safetensors.torch import save as save_tensors
 from torch import nn
 
 from .models import ArchSpec, ConvNet
+from .storage import TMP_PREFIX, atomic_write_bytes, fsync_dir, write_durably
 
 __all__ = [
     "Checkpoint",
@@ -48,7 +49,6 @@ __all__ = [
 FORMAT = "zfkit-checkpoint"
 VERSION = 1
 MODEL_FILE, STATE_FILE, META_FILE = "model.safetensors", "state.safetensors", "meta.json"
-TMP_PREFIX = ".tmp-"
 _PREV_SUFFIX = ".prev"
 
 
@@ -162,8 +162,8 @@ def save_checkpoint(
     tmp.mkdir()
     try:
         for name, data in files.items():  # data first, metadata last
-            _write_durably(tmp / name, data)
-        _write_durably(tmp / META_FILE, meta)
+            write_durably(tmp / name, data)
+        write_durably(tmp / META_FILE, meta)
         _swap_into_place(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -182,41 +182,8 @@ def _swap_into_place(tmp: Path, path: Path) -> None:
         shutil.rmtree(prev, ignore_errors=True)
         os.replace(path, prev)
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     shutil.rmtree(prev, ignore_errors=True)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write one file atomically: a temp file in the same folder, fsync, then ``os.replace``."""
-    path = Path(path)
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}-{uuid.uuid4().hex[:8]}")
-    try:
-        _write_durably(tmp, data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-    return path
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # not possible on every platform; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------- loading

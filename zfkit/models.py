@@ -17,7 +17,9 @@ import torch
 from torch import nn
 
 from .efficientnet import efficientnet_lite0
+from .inputs import check_input
 from .lrn import LocalResponseNorm
+from .rf import receptive_fields
 
 __all__ = [
     "ConvSpec",
@@ -119,29 +121,6 @@ class ConvNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_channels, self.input_size, self.spec.name)
         return self.classifier(self.flatten(self.features(x)))
-
-
-def check_input(x: torch.Tensor, channels: int, size: int, what: str = "model") -> None:
-    """Raise a ValueError that says what the model expects when ``x`` does not fit it."""
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{what} expects a torch.Tensor of shape (B, {channels}, {size}, {size}), got {type(x).__name__}")
-    if x.dim() != 4:
-        raise ValueError(
-            f"{what} expects a batch of shape (B, {channels}, {size}, {size}), got shape {tuple(x.shape)}; "
-            "add a batch dimension with x.unsqueeze(0) for a single image"
-        )
-    if x.shape[1] != channels:
-        raise ValueError(
-            f"{what} expects {channels} input channel(s), got {x.shape[1]} (shape {tuple(x.shape)}); "
-            f"build the model with in_channels={x.shape[1]} or convert the images"
-        )
-    if tuple(x.shape[-2:]) != (size, size):
-        raise ValueError(
-            f"{what} expects {size}x{size} images, got {x.shape[-2]}x{x.shape[-1]}; "
-            f"resize or pad the images to {size}x{size} (zfkit.data pads Fashion-MNIST's 28x28 to 32x32)"
-        )
-    if not torch.is_floating_point(x):
-        raise ValueError(f"{what} expects floating-point images, got dtype {x.dtype}; convert with x.float()")
 
 
 def _feature_layers(spec: ArchSpec) -> OrderedDict:
@@ -440,7 +419,6 @@ def describe(model: nn.Module, input_size: tuple[int, int, int] | None = None) -
     Works on any model with ``features``/``classifier`` (zfkit's and torchvision's AlexNet/VGG).
     ``input_size`` is (C, H, W); zfkit models default to their own.
     """
-    from .rf import receptive_fields  # local: rf imports the layer helpers that import models
 
     if input_size is None:
         if not isinstance(model, ConvNet):

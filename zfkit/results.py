@@ -15,13 +15,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 import dataclasses
 from dataclasses import asdict, dataclass
 from numbers import Integral, Real
 from pathlib import Path
 
+from .storage import atomic_write_bytes
 from .verdicts import NOT_TESTABLE, Decision, Outcome
 
 __all__ = ["notebook_dir", "results_dir", "save_results", "load_results", "Threshold", "Verdict", "VerdictTable", "verdict_table",
@@ -97,16 +97,7 @@ def save_results(chapter: str, results: Mapping, folder: str | Path | None = Non
         raise ValueError(f"results must be a mapping (dict) of names to values, got {type(results).__name__}")
     path = _path(chapter, folder)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_plain(results), indent=2, sort_keys=True) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{chapter}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would make the committed file private
-        with os.fdopen(fd, "w", encoding="utf8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, (json.dumps(_plain(results), indent=2, sort_keys=True) + "\n").encode("utf8"))
     return path
 
 

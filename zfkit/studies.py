@@ -34,7 +34,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from . import data, profiles, zoo
-from .checkpoint import atomic_write_bytes
+from .storage import atomic_write_bytes
 from .train import cpu_name, evaluate, fit
 
 __all__ = ["Budget", "BUDGETS", "Task", "tasks", "prepared", "run", "load", "results", "plateaued", "table3_rows",

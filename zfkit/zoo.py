@@ -55,7 +55,8 @@ from torch.utils.data import Dataset
 from . import data, models, profiles
 from .models import init_he
 from .profiles import HEADLESS_ENV
-from .checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint
+from .storage import atomic_write_bytes, cache_dir
 from .train import Recipe, cpu_name, evaluate, fit
 
 __all__ = ["load", "metrics", "checkpoints", "prepare", "Prepared", "cache_dir", "entry_dir", "training_seconds",
@@ -315,10 +316,6 @@ def _imagenet_mean(root: Path, seed: int) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- the cache
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("ZFKIT_CACHE") or "~/.cache/zfkit").expanduser()
-
 
 def entry_dir(name: str, profile="book", seed: int | None = None) -> Path:
     """Where the named model's run lives (``<name>-seed<k>`` for a non-default seed)."""
