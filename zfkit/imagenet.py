@@ -117,30 +117,6 @@ def sizes(profile: str) -> Sizes:
     return SIZES.get(profile, SIZES["book"])
 
 
-# ---------------------------------------------------------------- the verdict rows
-
-@dataclass(frozen=True)
-class _Part:
-    """One part of a claim made of parts: what it compares, its decision, and whose threshold it is."""
-
-    label: str
-    decision: verdicts.Decision
-    source: str  # "paper": the comparison the paper's sentence makes; "ours": a level or control we chose
-    why: str
-
-
-def _row(claim: str, measured: str, parts: Sequence[_Part], *, noise: str, unit: str, note: str = "",
-         source: str = "paper") -> Verdict:
-    """A claim of one or more ``parts`` (:func:`zfkit.verdicts.combine`): the deciding part gives the
-    threshold, its source and why, and ``flips_at``; ``noise`` (what varies) gains that part's value."""
-    decision = verdicts.combine(*(p.decision for p in parts))
-    deciding = next(p for p in parts if p.decision is decision)
-    named = len(parts) > 1
-    return Verdict.decided(claim, measured, decision, note=note, source=source, unit=unit,
-                           noise=f"{noise}; {deciding.label + ' ' if named else ''}± {decision.noise:.3g}",
-                           threshold_source=deciding.source, why=f"{deciding.label}: {deciding.why}" if named else deciding.why)
-
-
 # ---------------------------------------------------------------- data
 
 @dataclass
@@ -501,22 +477,23 @@ def occlusion_claims(largest_drops: Sequence[float], contrast: tuple[float, floa
     median, median_noise = float(np.median(drops)), verdicts.bootstrap_noise(drops, np.median, draws=draws)
     o_mean, o_se = float(overlap.mean()), verdicts.standard_error(overlap)
     return [
-        _row(DROPS, f"median largest drop of p(correct) {median:.0%} ± {median_noise:.0%} over {n} photos",
-             [_Part("median", verdicts.decide(median, 0.5, median_noise, samples=n), "ours",
-                    "half of p(correct) lost: our reading of 'drops significantly' (the paper gives no number), "
-                    "as in chapter 6")],
-             noise=f"bootstrap of the median over {n} photos ({draws} resamples)", unit="photos"),
-        _row(LOCALISES, f"p(correct) lost with the occluder centred on the object box minus on the background: "
-                        f"{mean:+.0%} ± {se:.0%} over {photos} photos",
-             [_Part("difference", verdicts.decide(mean, 0, se, samples=photos), "ours",
-                    "any more lost on the object than on the background (the paper gives no size)")],
-             noise=f"standard error over the {photos} photos with positions on both object and background",
-             unit="photos", note="the background is the reference: hiding part of a photo may hurt anywhere"),
-        _row(OVERLAP, f"IoU with the photo's own projection minus another photo's: {o_mean:+.2f} ± {o_se:.2f}",
-             [_Part("difference", verdicts.decide(o_mean, 0, o_se, samples=len(overlap)), "ours",
-                    "any larger overlap with the own projection than with another photo's (the paper gives no size)")],
-             noise=f"standard error over {len(overlap)} photos", unit="photos",
-             note="the validation of the deconvnet's visualizations (§4.2)"),
+        Verdict.decided(DROPS, f"median largest drop of p(correct) {median:.0%} ± {median_noise:.0%} over {n} photos",
+                        verdicts.decide(median, 0.5, median_noise, samples=n), unit="photos", threshold_source="ours",
+                        noise=f"bootstrap of the median over {n} photos ({draws} resamples); ± {median_noise:.3g}",
+                        why="half of p(correct) lost: our reading of 'drops significantly' (the paper gives no "
+                            "number), as in chapter 6"),
+        Verdict.decided(LOCALISES, f"p(correct) lost with the occluder centred on the object box minus on the background: "
+                                   f"{mean:+.0%} ± {se:.0%} over {photos} photos",
+                        verdicts.decide(mean, 0, se, samples=photos), unit="photos", threshold_source="ours",
+                        noise=f"standard error over the {photos} photos with positions on both object and background; "
+                              f"± {se:.3g}",
+                        why="any more lost on the object than on the background (the paper gives no size)",
+                        note="the background is the reference: hiding part of a photo may hurt anywhere"),
+        Verdict.decided(OVERLAP, f"IoU with the photo's own projection minus another photo's: {o_mean:+.2f} ± {o_se:.2f}",
+                        verdicts.decide(o_mean, 0, o_se, samples=len(overlap)), unit="photos",
+                        threshold_source="ours", noise=f"standard error over {len(overlap)} photos; ± {o_se:.3g}",
+                        why="any larger overlap with the own projection than with another photo's (the paper gives "
+                            "no size)", note="the validation of the deconvnet's visualizations (§4.2)"),
     ]
 
 

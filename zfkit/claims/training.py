@@ -14,7 +14,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from .. import verdicts
+from ..ablation import EARLY
 from ..results import Verdict
+from ..train import Recipe
 
 __all__ = ["SINGLE", "ENSEMBLE", "DOMINANCE", "ALIASING", "DEAD", "ZF", "AX", "RADIUS", "CONVERGED_WITHIN",
            "DOMINANCE_FACTOR", "claims", "checks", "single_model_row", "ensemble_row", "dominance_row",
@@ -29,10 +31,10 @@ DEAD = "Fig. 6b/c: the coarse first layer has more dead filters"
 #: The arms of Table 2, named as the zoo and the study name them.
 ZF, AX = "zfnet-mini-short", "alexnet-mini-short"
 #: Feature-scale clipping's radius (§3, ``zfkit.train.Recipe.clip_radius``).
-RADIUS = 0.1
+RADIUS = Recipe.clip_radius
 #: Nets above this multiple of the fully trained net's test error are too far from converged for
 #: Table 2's single-model comparison (chapter 8 uses the same cut for Table 3's rows).
-CONVERGED_WITHIN = 1.5
+CONVERGED_WITHIN = EARLY
 #: The factor behind "one feature dominates" (the strongest filter's share of the layer's energy without
 #: clipping, over its share with clipping, must exceed it).
 DOMINANCE_FACTOR = 1.5
