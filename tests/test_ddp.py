@@ -28,7 +28,7 @@ from zfkit.train import Recipe, fit
 REPO = Path(__file__).resolve().parents[1]
 
 
-def torchrun(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
+def torchrun(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     """``torchrun --standalone --nproc_per_node=2 ARGS`` with this interpreter's torch, asserting success.
 
     One OpenMP thread per process: two processes on two cores, none oversubscribed.

@@ -4,7 +4,8 @@ Two processes (gloo) train the Fig. 3 ZFNet at 224x224 for one epoch on 8 random
 3 classes (JPEG and PNG, smaller than 256 so the paper's resize, centre crop and 224 crops all
 act), validate on 4, score them with 10-crop evaluation, write checkpoints, then resume to epoch 2.
 One SGD step per epoch (the paper's batch of 128 holds all 8 images): the test proves the path,
-not the learning, and stays within about a minute on 2 cores.
+not the learning, and takes about 30 s on 2 cores; the generous timeout only guards against a hang
+(one CI run on a busy machine took over 300 s for the resumed half).
 """
 
 import csv
@@ -48,7 +49,7 @@ def run_dir(tmp_path):
 
 def _train(data, out, epochs: int, *extra: str) -> None:
     torchrun("-m", "zfkit", "train", "--profile", "paper", "--data", str(data), "--epochs", str(epochs),
-             "--device", "cpu", "--out", str(out), "--quiet", *extra, timeout=300)
+             "--device", "cpu", "--out", str(out), "--quiet", *extra, timeout=900)
 
 
 def _rows(path) -> list[dict]:
