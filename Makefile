@@ -18,16 +18,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-# Debian's Fashion-MNIST and Chromium (for the browser test), installed when missing and possible.
+# Debian's Fashion-MNIST, the photographed objects and backgrounds (zfkit/objects.json names their packages) and
+# Chromium (for the browser test), installed when missing and possible.
 system: $(STAMP)
-	@need=""; \
-	$(PY) -m zfkit data >/dev/null 2>&1 || need="dataset-fashion-mnist"; \
+	@need="$$($(PY) -m zfkit data --missing)"; \
 	test -x /usr/bin/chromium || need="$$need chromium"; \
-	if [ -n "$$need" ]; then \
+	if [ -n "$${need// /}" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing Debian packages:$$need"; \
+	    echo "installing Debian packages: $$need"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null; \
-	  else echo "cannot install$$need (needs root and apt-get)"; fi; \
+	  else echo "cannot install $$need (needs root and apt-get)"; fi; \
 	fi
 	@$(PY) -m zfkit data
 

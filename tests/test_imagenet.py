@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from zfkit import data, imagenet, verdicts
+from zfkit.claims import lite0
 from zfkit.invariance import InvarianceResult
 from zfkit.occlusion import OcclusionResult
 from zfkit.results import Verdict, check_table, verdict_table
@@ -227,7 +228,7 @@ def _maps(grouping, classes, n=40, spread=0.01, seed=0):
 ])
 def test_hierarchy_claims_outcomes(trained, control, expected):
     grouping, invariance = imagenet.hierarchy_claims(trained, control, "low", "high")
-    assert grouping.claim == imagenet.GROUPING and invariance.claim == imagenet.INVARIANCE
+    assert grouping.claim == lite0.GROUPING and invariance.claim == lite0.INVARIANCE
     _table_ready([grouping, invariance], expected, "maps per layer and net")
     assert "(measured on 40)" in (grouping.needed or "(measured on 40)")
     assert "photos" in invariance.measured  # the ImageNet chapter counts photos, not classes
@@ -281,7 +282,7 @@ def test_object_contrast_outcomes(drops, expected):
 
 
 def test_object_contrast_needs_two_photos():
-    with pytest.raises(ValueError, match="at least 2 photos"):
+    with pytest.raises(ValueError, match="at least 2 images"):
         imagenet.object_contrast([(0.5, 0.1), None])
 
 
@@ -299,7 +300,7 @@ def test_compact_classes_renumbers_the_classes_present_target_first():
 ])
 def test_occlusion_claims_outcomes(largest, contrast, overlap, expected):
     rows = imagenet.occlusion_claims(largest, contrast, overlap, draws=200)
-    assert [r.claim for r in rows] == [imagenet.DROPS, imagenet.LOCALISES, imagenet.OVERLAP]
+    assert [r.claim for r in rows] == [lite0.DROPS, lite0.LOCALISES, lite0.OVERLAP]
     _table_ready(rows, expected, "photos")
     assert rows[0].threshold.value == 0.5 and "drops significantly" in rows[0].threshold.why
     assert "6 photos" in rows[0].noise and "200 resamples" in rows[0].noise
@@ -332,8 +333,8 @@ def _measured(value: float, noise: float) -> dict:
                                                 (_measured(0.05, 0.2), None)])
 def test_invariance_claims_outcomes(measured, expected):
     rows = imagenet.invariance_claims(measured, photos=8)
-    assert [r.claim for r in rows] == [imagenet.INV_LAYERS, imagenet.INV_LINEAR, imagenet.INV_STABLE,
-                                       imagenet.INV_ROTATE, imagenet.INV_SYMMETRY]
+    assert [r.claim for r in rows] == [lite0.INV_LAYERS, lite0.INV_LINEAR, lite0.INV_STABLE,
+                                       lite0.INV_ROTATE, lite0.INV_SYMMETRY]
     _table_ready(rows, expected, "photos", sources=("paper", "ours"))
     assert all("8 photos" in r.noise for r in rows)
 
@@ -368,7 +369,7 @@ def test_invariance_claims_widen_the_noise_for_few_photos():
 @pytest.mark.parametrize("margins, expected", [([40, 42, 38, 41], True), ([-5, -3, -4, -6], False), ([5, 30, 10, 20], None)])
 def test_transfer_claim_outcomes(margins, expected):
     row = imagenet.transfer_claim(margins, (1, 30), "pool")
-    assert row.claim == imagenet.TRANSFER
+    assert row.claim == lite0.TRANSFER
     _table_ready([row], expected, "folds")
     assert f"{np.mean(margins):+.1f}" in row.measured and row.threshold.value == 10 and "4 folds" in row.noise
 
@@ -411,7 +412,7 @@ def _sweep(ssim, spearman, noise, pairs=8):
 ])
 def test_sanity_claims_outcomes(ssim, spearman, noise, expected):
     rows = imagenet.sanity_claims(_sweep(ssim, spearman, noise), "classifier")
-    assert [r.claim for r in rows] == [imagenet.SANITY_GUIDED, imagenet.SANITY_GRADIENT, imagenet.SANITY_DECONV]
+    assert [r.claim for r in rows] == [lite0.SANITY_GUIDED, lite0.SANITY_GRADIENT, lite0.SANITY_DECONV]
     _table_ready(rows[:2], expected, "photos", source="Adebayo 2018")
     _table_ready(rows[2:], expected, "photos", source="Sixt 2020")
     assert [r["source"] for r in verdict_table(rows).records()] == ["Adebayo 2018", "Adebayo 2018", "Sixt 2020"]
@@ -434,16 +435,16 @@ def test_compare_with_fashion_reads_the_other_chapters(tmp_path):
 
     row = lambda claim, measured, holds: Verdict(claim, measured, holds, noise="± 0.01 over 5 seeds",  # noqa: E731
                                                  needed=None if holds is not None else "10 seeds")
-    save_results("05_x", {"verdicts": verdict_table([row(imagenet.INV_STABLE, "a", False), row("only there", "b", True)])},
+    save_results("05_x", {"verdicts": verdict_table([row(lite0.INV_STABLE, "a", False), row("only there", "b", True)])},
                  tmp_path)
-    save_results("11_imagenet", {"verdicts": verdict_table([row(imagenet.INV_STABLE, "c", True)])}, tmp_path)
+    save_results("11_imagenet", {"verdicts": verdict_table([row(lite0.INV_STABLE, "c", True)])}, tmp_path)
     (tmp_path / "notes.txt").write_text("not json")
     fashion = imagenet.fashion_verdicts(tmp_path)
-    assert fashion == {imagenet.INV_STABLE: ("05_x", "not reproduced"), "only there": ("05_x", "reproduced")}
-    ours = verdict_table([row(imagenet.INV_STABLE, "m", True), row("new here", "n", None)])
+    assert fashion == {lite0.INV_STABLE: ("05_x", "not reproduced"), "only there": ("05_x", "reproduced")}
+    ours = verdict_table([row(lite0.INV_STABLE, "m", True), row("new here", "n", None)])
     rows = imagenet.compare_with_fashion(ours, fashion)
-    assert rows == [{"claim": imagenet.INV_STABLE, "chapter": "05_x", "fashion": "not reproduced", "imagenet": "reproduced",
-                     "changed": True, "differs": imagenet.REASONS[imagenet.INV_STABLE]}]
+    assert rows == [{"claim": lite0.INV_STABLE, "chapter": "05_x", "fashion": "not reproduced", "imagenet": "reproduced",
+                     "changed": True, "differs": imagenet.REASONS[lite0.INV_STABLE]}]
     table = imagenet.comparison_markdown(rows)
     assert table.splitlines()[0].startswith("| Claim |") and "**yes**" in table
     assert not table.startswith("| Paper's claim |")  # not to be mistaken for a saved verdict table
@@ -454,9 +455,9 @@ def test_compare_with_fashion_reads_the_other_chapters(tmp_path):
 def test_every_compared_claim_has_a_reason_and_the_fashion_chapters_use_the_same_texts():
     from pathlib import Path
 
-    texts = [imagenet.GROUPING, imagenet.INVARIANCE, imagenet.DROPS, imagenet.LOCALISES, imagenet.OVERLAP,
-             imagenet.INV_LAYERS, imagenet.INV_LINEAR, imagenet.INV_STABLE, imagenet.INV_ROTATE, imagenet.INV_SYMMETRY,
-             imagenet.TRANSFER, imagenet.SANITY_GUIDED, imagenet.SANITY_GRADIENT, imagenet.SANITY_DECONV]
+    texts = [lite0.GROUPING, lite0.INVARIANCE, lite0.DROPS, lite0.LOCALISES, lite0.OVERLAP,
+             lite0.INV_LAYERS, lite0.INV_LINEAR, lite0.INV_STABLE, lite0.INV_ROTATE, lite0.INV_SYMMETRY,
+             lite0.TRANSFER, lite0.SANITY_GUIDED, lite0.SANITY_GRADIENT, lite0.SANITY_DECONV]
     assert set(imagenet.REASONS) == set(texts)
     committed = imagenet.fashion_verdicts(Path(__file__).resolve().parents[1] / "book" / "results")
     assert set(texts) <= set(committed), f"claims the Fashion-MNIST chapters word differently: {set(texts) - set(committed)}"

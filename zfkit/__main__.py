@@ -25,15 +25,25 @@ def _device(text: str) -> str:
 
 
 def _data(args: argparse.Namespace) -> int:
-    from .data import DataNotFoundError, find_fashion_mnist, fashion_mnist
+    from .data import DataNotFoundError, backgrounds, find_fashion_mnist, fashion_mnist, objects
+    from .scenes import missing_packages
 
+    if args.missing:  # for `make setup`: the Debian packages to install, one line
+        missing = missing_packages()
+        try:
+            find_fashion_mnist(args.root)
+        except DataNotFoundError:
+            missing.insert(0, "dataset-fashion-mnist")
+        print(" ".join(missing))
+        return 0
     try:
         folder = find_fashion_mnist(args.root)
         n_train, n_test = len(fashion_mnist("train", folder)), len(fashion_mnist("test", folder))
+        print(f"Fashion-MNIST: {folder} ({n_train} train, {n_test} test images, MD5 verified)")
+        print(f"objects: {len(objects())} photographed objects with ImageNet classes, {len(backgrounds())} backgrounds")
     except (DataNotFoundError, ValueError) as e:
         print(f"zfkit: {e}", file=sys.stderr)
         return 1
-    print(f"Fashion-MNIST: {folder} ({n_train} train, {n_test} test images, MD5 verified)")
     return 0
 
 
@@ -80,8 +90,10 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="zfkit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("data", help="find and verify Fashion-MNIST (exit 1 with instructions when missing)")
+    p = sub.add_parser("data", help="find and verify Fashion-MNIST, the objects and backgrounds (exit 1 with "
+                                    "instructions when missing)")
     p.add_argument("--root", default=None, help="folder holding the four Fashion-MNIST files")
+    p.add_argument("--missing", action="store_true", help="print the Debian packages that would provide missing data")
     p.set_defaults(run=_data)
 
     p = sub.add_parser("train", help="train a model with the paper's recipe (§3); launch with torchrun for DDP")

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from .efficientnet import imagenet_classes, preprocess, unnormalize
+from .images import DataNotFoundError, TensorImages, top_k_hits
+from .scenes import Background, RealObject, Scenes, backgrounds, objects, scenes
 
 __all__ = [
     "TensorImages",
@@ -39,6 +40,12 @@ __all__ = [
     "DataNotFoundError",
     "photos",
     "Photos",
+    "objects",
+    "RealObject",
+    "backgrounds",
+    "Background",
+    "scenes",
+    "Scenes",
 ]
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -52,42 +59,6 @@ FASHION_FILES = {
     "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
 }
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
-
-
-class DataNotFoundError(FileNotFoundError):
-    """Raised when a dataset is in none of the places zfkit looks; the message lists how to add it."""
-
-
-@dataclass
-class TensorImages(Dataset):
-    """Images (N, C, H, W) float32 with integer labels, indexable like any torch Dataset."""
-
-    images: torch.Tensor
-    targets: torch.Tensor
-    classes: tuple[str, ...]
-    mean: torch.Tensor | None = None  # the mean image that was subtracted (C, H, W), for display
-    pixel_range: float = 1.0
-
-    def __post_init__(self):
-        if len(self.images) != len(self.targets):
-            raise ValueError(f"{len(self.images)} images but {len(self.targets)} labels")
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, i):
-        return self.images[i], self.targets[i]
-
-    def subset(self, indices: Sequence[int] | torch.Tensor) -> "TensorImages":
-        idx = torch.as_tensor(indices, dtype=torch.long)
-        return TensorImages(self.images[idx], self.targets[idx], self.classes, self.mean, self.pixel_range)
-
-    def display(self, images: torch.Tensor | None = None) -> torch.Tensor:
-        """Undo the mean subtraction and scaling: pixels back in [0, 1] for plotting."""
-        x = self.images if images is None else images
-        if self.mean is not None:
-            x = x + self.mean
-        return (x / self.pixel_range).clamp(0, 1)
 
 
 # ---------------------------------------------------------------- Fashion-MNIST
@@ -357,8 +328,7 @@ class Photos(TensorImages):
 
     def hits(self, logits: torch.Tensor, k: int = 5) -> torch.Tensor:
         """For (N, 1000) logits of these photos: True where a correct class is among the top ``k``."""
-        top = logits.topk(k, dim=1).indices
-        return torch.tensor([bool(set(t.tolist()) & set(c)) for t, c in zip(top, self.correct)])
+        return top_k_hits(logits, self.correct, k)
 
 
 def photos(names: Sequence[str] | None = None) -> Photos:

@@ -34,15 +34,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import verdicts
+from .claims.lite0 import (FIRST, PENULTIMATE, REASONS, checks, compare_with_fashion, comparison_markdown,
+                           fashion_verdicts, hierarchy_claims, invariance_claims, occlusion_claims, recognised,
+                           sanity_claims, transfer_claim)
 from .data import PHOTOS_JSON, Photos, TensorImages
 from .efficientnet import MEAN, STD, EfficientNetLite0, unnormalize
-from .claims.deconvnet import GROUPING, INVARIANCE
-from .claims.invariance import INV_LAYERS, INV_LINEAR, INV_ROTATE, INV_STABLE, INV_SYMMETRY
-from .claims.occlusion import DROPS, LOCALISES, OVERLAP
-from .claims.sanity import SANITY_DECONV, SANITY_GRADIENT, SANITY_GUIDED
-from .claims.transfer import TRANSFER
-from .results import Verdict
+from .object_occlusion import background_drop, box_mask, object_contrast
+from .viz import contrast, draw_photos, draw_stage_projections
 
 __all__ = ["Sizes", "SIZES", "sizes", "LAYERS", "FIRST", "PENULTIMATE", "OCCLUSION_LAYER", "LiteImages", "untrained",
            "top5", "top5_markdown", "draw_photos", "recognised", "crop_boxes", "crops", "to_lite0",
@@ -55,9 +53,6 @@ __all__ = ["Sizes", "SIZES", "sizes", "LAYERS", "FIRST", "PENULTIMATE", "OCCLUSI
 #: The stages whose single units the chapter projects, as Fig. 2 does (the linear outputs of the inverted-residual stages:
 #: unbounded, so the strongest unit is never a tie at ReLU6's ceiling).
 LAYERS = ("stage2", "stage3", "stage4", "stage5", "stage6", "stage7")
-#: The analogues of the paper's layer 1 (the rectified first convolution) and layer 7 (the
-#: penultimate feature vector, the 1280 pooled features the classifier reads) for Fig. 5.
-FIRST, PENULTIMATE = "stem", "pool"
 #: The late feature map of Fig. 7 (the paper's layer 5), the last stage with 320 maps of 7x7.
 OCCLUSION_LAYER = "stage7"
 
@@ -183,25 +178,8 @@ def top5_markdown(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-def draw_photos(photos: Photos, rows: Sequence[dict] | None = None, size: float = 1.9):
-    """The photos in a row with their object boxes (yellow) and, given :func:`top5` rows, the top class."""
-    from .viz import draw_box, image_grid
-
-    titles = list(photos.names) if rows is None else [f"{r['photo']}\n→ {r['classes'][0]}" for r in rows]
-    fig = image_grid(photos.display(), ncols=len(photos), titles=titles, size=size)
-    for ax, (x0, y0, x1, y1) in zip(fig.axes, photos.boxes.tolist()):
-        draw_box(ax, (y0, x0, y1, x1), linewidth=1.5)
-    return fig
 
 
-def recognised(hits: Sequence[bool]) -> tuple[float, float, bool | None]:
-    """Our check that the model sees what the photos show: the share of photos with a correct class
-    in the top 5 exceeds one half, beyond twice its binomial noise. Returns (share, noise, outcome)."""
-    hits = [bool(h) for h in hits]
-    if not hits:
-        raise ValueError("recognised needs at least one photo")
-    share, noise = sum(hits) / len(hits), verdicts.share_noise(len(hits))
-    return share, noise, verdicts.exceeds(share, 0.5, noise)
 
 
 def _original(entry: dict) -> torch.Tensor:
@@ -309,46 +287,8 @@ def outside_field(projection: torch.Tensor, field, y: int, x: int) -> float:
     return float(magnitude[outside].sum() / total) if total > 0 else 0.0
 
 
-def contrast(projections: torch.Tensor, quantile: float = 0.99) -> torch.Tensor:
-    """Projections (..., C, H, W) scaled for display: each divided by the ``quantile`` of its non-zero
-    magnitudes and clipped to [-1, 1], so 0 stays mid-grey.
-
-    Through Lite0's many small-kernel layers a projection's energy piles up on a few central pixels;
-    scaled by its extremes (min to max) the rest of it would be invisible.
-    """
-    flat = projections.flatten(-3)
-    out = torch.zeros_like(flat)
-    for i, row in enumerate(flat.reshape(-1, flat.shape[-1])):
-        magnitude = row.abs()[row != 0]
-        if len(magnitude):
-            out.view(-1, flat.shape[-1])[i] = (row / torch.quantile(magnitude.double(), quantile).float()).clamp(-1, 1)
-    return out.view(projections.shape)
 
 
-def draw_stage_projections(images: torch.Tensor, projections: Mapping[str, torch.Tensor],
-                           units: Mapping[str, torch.Tensor] | None = None, names: Sequence[str] | None = None,
-                           size: float = 1.25, title: str | None = None):
-    """Projections of single units, Fig. 2-style, one row per photo: the photo (display pixels,
-    (N, 3, H, W)), then per stage the projection (N, 3, H, W) of its strongest unit, scaled by
-    :func:`contrast` (grey is 0)."""
-    from .viz import new_figure, show_image
-
-    layers = list(projections)
-    fig, axes = new_figure(len(images), len(layers) + 1, figsize=(size * (len(layers) + 1), size * len(images) + 0.4),
-                           squeeze=False)
-    for i, image in enumerate(images):
-        show_image(axes[i, 0], image)
-        if names is not None:
-            axes[i, 0].set_ylabel(names[i], fontsize=7)
-        for j, layer in enumerate(layers):
-            show_image(axes[i, j + 1], (contrast(projections[layer][i]) + 1) / 2, normalize=False)
-            if units is not None:
-                axes[i, j + 1].set_xlabel(f"map {int(units[layer][i])}", fontsize=6, labelpad=1)
-            if i == 0:
-                axes[i, j + 1].set_title(layer, fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    return fig
 
 
 def unit_patch(image: torch.Tensor, field, y: int, x: int, size: int = 48) -> torch.Tensor:
@@ -405,55 +345,14 @@ def map_measures(model: nn.Module, dataset: TensorImages, scans: Mapping, k: int
     return measures(model, dataset, scans, k, patch=lambda image, field, y, x: unit_patch(image, field, y, x, size))
 
 
-def hierarchy_claims(trained: Mapping, control: Mapping, low: str, high: str) -> list[Verdict]:
-    """Fig. 2's caption judged by chapter 3's rules (:func:`zfkit.claims.deconvnet.claims`), from
-    :func:`map_measures` of the trained network and of its untrained control; photos are counted."""
-    from .claims import deconvnet
-
-    return deconvnet.claims(trained, control, low=low, high=high, control="Lite0 untrained", counted="photos")
 
 
 # ---------------------------------------------------------------- Fig. 7: occlusion against the boxes
 
-def box_mask(box: Sequence[int], size: int | tuple[int, int] = 224) -> torch.Tensor:
-    """The (H, W) boolean mask of an [x0, y0, x1, y1] box (end exclusive), as ``photos.boxes`` gives it."""
-    h, w = (size, size) if isinstance(size, int) else size
-    x0, y0, x1, y1 = (int(v) for v in box)
-    if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
-        raise ValueError(f"box {list(box)} must lie inside the {h}x{w} image with x0 < x1, y0 < y1")
-    mask = torch.zeros(h, w, dtype=torch.bool)
-    mask[y0:y1, x0:x1] = True
-    return mask
 
 
-def background_drop(result, mask: torch.Tensor) -> tuple[float, float] | None:
-    """p(correct)'s mean loss, as a share of the unoccluded p, with the occluder centred on the object
-    (its centre pixel inside ``mask``) and with it centred on the background (outside ``mask``).
-
-    The paper's "p(correct) drops when the object is covered" needs a reference: covering a fifth
-    of a 224 photo may hurt anywhere. The background is that reference. The occluder's centre, not
-    its overlap, decides the side, so that a thin object (the rocket, 24 px wide under a 56 px
-    square) counts as covered when the square sits on it. None when either side has no position
-    (a box filling the frame leaves no background).
-    """
-    centre = result.patch // 2
-    on_object = mask[(result.ys + centre)[:, None], (result.xs + centre)[None, :]]
-    if bool(on_object.all()) or not bool(on_object.any()):
-        return None
-    base = result.base_prob
-    loss = 1 - result.prob.double() / base if base > 0 else torch.zeros_like(result.prob, dtype=torch.float64)
-    return float(loss[on_object].mean()), float(loss[~on_object].mean())
 
 
-def object_contrast(drops: Sequence[tuple[float, float] | None]) -> tuple[float, float, int, bool | None]:
-    """Over the photos with both kinds of position: mean (loss on object − loss on background), its
-    standard error, the number of photos, and the verdict "covering the object costs more": beyond
-    Student's t for that number of photos times the standard error."""
-    diffs = [a - b for a, b in (d for d in drops if d is not None)]
-    if len(diffs) < 2:
-        raise ValueError(f"object_contrast needs at least 2 photos with object and background positions, got {len(diffs)}")
-    mean, se = float(np.mean(diffs)), verdicts.standard_error(diffs)
-    return mean, se, len(diffs), verdicts.exceeds(mean, 0, se, verdicts.k_for(len(diffs)))
 
 
 def compact_classes(result, classes: Sequence[str]):
@@ -465,36 +364,6 @@ def compact_classes(result, classes: Sequence[str]):
     return replace(result, top_class=top, target=0), [classes[c] for c in present]
 
 
-def occlusion_claims(largest_drops: Sequence[float], contrast: tuple[float, float, int, bool | None],
-                     overlap: Sequence[float], draws: int = 1000) -> list[Verdict]:
-    """§4.2's claims on the photos: the median largest drop of p(correct) removes at least half of it
-    (as in chapter 6, bootstrap noise); covering the object costs more than covering the background
-    (:func:`object_contrast`'s mean, standard error and photos); the activity-drop region overlaps
-    the map's own projection more than another photo's (``overlap``: one IoU difference per photo)."""
-    drops = np.asarray(largest_drops, dtype=float)
-    overlap = np.asarray(overlap, dtype=float)
-    n, mean, se, photos = len(drops), *contrast[:3]
-    median, median_noise = float(np.median(drops)), verdicts.bootstrap_noise(drops, np.median, draws=draws)
-    o_mean, o_se = float(overlap.mean()), verdicts.standard_error(overlap)
-    return [
-        Verdict.decided(DROPS, f"median largest drop of p(correct) {median:.0%} ± {median_noise:.0%} over {n} photos",
-                        verdicts.decide(median, 0.5, median_noise, samples=n), unit="photos", threshold_source="ours",
-                        noise=f"bootstrap of the median over {n} photos ({draws} resamples); ± {median_noise:.3g}",
-                        why="half of p(correct) lost: our reading of 'drops significantly' (the paper gives no "
-                            "number), as in chapter 6"),
-        Verdict.decided(LOCALISES, f"p(correct) lost with the occluder centred on the object box minus on the background: "
-                                   f"{mean:+.0%} ± {se:.0%} over {photos} photos",
-                        verdicts.decide(mean, 0, se, samples=photos), unit="photos", threshold_source="ours",
-                        noise=f"standard error over the {photos} photos with positions on both object and background; "
-                              f"± {se:.3g}",
-                        why="any more lost on the object than on the background (the paper gives no size)",
-                        note="the background is the reference: hiding part of a photo may hurt anywhere"),
-        Verdict.decided(OVERLAP, f"IoU with the photo's own projection minus another photo's: {o_mean:+.2f} ± {o_se:.2f}",
-                        verdicts.decide(o_mean, 0, o_se, samples=len(overlap)), unit="photos",
-                        threshold_source="ours", noise=f"standard error over {len(overlap)} photos; ± {o_se:.3g}",
-                        why="any larger overlap with the own projection than with another photo's (the paper gives "
-                            "no size)", note="the validation of the deconvnet's visualizations (§4.2)"),
-    ]
 
 
 # ---------------------------------------------------------------- Fig. 5: invariance
@@ -510,24 +379,11 @@ def paper_layers(result, first: str = FIRST, last: str = PENULTIMATE):
                    normalized={names[k]: v for k, v in result.normalized.items() if k in names})
 
 
-def invariance_claims(measured: Mapping[str, tuple[float, float]], photos: int) -> list[Verdict]:
-    """Fig. 5's reading judged by chapter 5's rules (:func:`zfkit.claims.invariance.claims`) on
-    :func:`zfkit.invariance.claim_measurements` (plus ``spearman``), Student's t for ``photos``."""
-    from .claims import invariance
-
-    return invariance.claims(measured, photos, layers=(FIRST, PENULTIMATE), unit="photos")
 
 
 # ---------------------------------------------------------------- §5.2: transfer
 
 
-def transfer_claim(margins: Sequence[float], shots: Sequence[int], layer: str, margin: float = 10.0) -> Verdict:
-    """§5.2 judged by chapter 9's rule (:func:`zfkit.claims.transfer.margin_verdict`): Lite0's frozen
-    ``layer`` + softmax minus ZFNet-mini from scratch, per fold (:func:`zfkit.probes.fold_margins`)."""
-    from .claims import transfer
-
-    return transfer.margin_verdict(margins, shots, features=f"Lite0 {layer}", threshold=margin,
-                                   detail=" against ZFNet-mini trained from scratch")
 
 
 # ---------------------------------------------------------------- beyond the paper: randomisation by stage
@@ -558,96 +414,15 @@ def grouped_cascade(model: nn.Module, groups: Mapping[str, Sequence[str]], seed:
         yield name, randomize(model, done, seed)
 
 
-def sanity_claims(sweep, top: str) -> list[Verdict]:
-    """Chapter 10's randomisation claims (:func:`zfkit.claims.sanity.claims`) on a
-    :func:`zfkit.sanity.sweep` of class logits, ``top`` its first step (the classifier re-initialised)."""
-    from .claims import sanity
-
-    return sanity.claims(sweep, top, what="photos")
 
 
-def checks(predicted: Sequence[dict], engine: Mapping[str, float]) -> list[Verdict]:
-    """The chapter's own checks: the model recognises the photos (:func:`recognised` on :func:`top5`'s
-    rows) and the deconvnet engine equals the autograd oracle (``engine``: lowest cosine per layer,
-    :func:`zfkit.oracle.agreement`). Show them with :func:`zfkit.results.check_table`."""
-    if not predicted or not engine:
-        raise ValueError("checks needs top5's rows and at least one oracle cosine (layer -> lowest cosine)")
-    share, noise, sees = recognised([r["top5"] for r in predicted])
-    low, n = min(engine.values()), len(predicted)
-    return [
-        Verdict("The model sees what the photos show: a correct class in the top 5 for most photos",
-                f"{share:.0%} of {n} photos (top 1: {sum(r['top1'] for r in predicted)} of {n})", sees,
-                "share above one half, beyond twice its noise", noise=f"binomial ± {noise:.0%} over {n} photos"),
-        Verdict("The deconvnet engine equals autograd with relu(grad) at each ReLU6 on Lite0",
-                f"lowest cosine over {', '.join(engine)}, 2 maps, 1 photo: {low:.6f}", verdicts.exceeds(low, 0.9999, 0),
-                "threshold 0.9999", noise="float rounding, about 1e-7"),
-    ]
 
 
 # ---------------------------------------------------------------- side by side with Fashion-MNIST
 
-#: Per claim, what differs between the two settings that bears on it; read beside a verdict that changed.
-REASONS = {
-    GROUPING: "colour: an untrained Lite0's random filters pick crops of one colour, which a cosine over raw pixels "
-              "rewards, while trained low stages answer edges of any colour; Fashion-MNIST is grey. Its top-9 are "
-              "different garments, here overlapping views of 8 photos",
-    INVARIANCE: "the labels are 8 photos here, 10 garment classes there; Lite0's upper fields cover the whole crop, "
-                "ZFNet-mini's conv5 a part of the garment",
-    DROPS: "both occluders hide 1/16 of the image, but 7 photos instead of 100 garments leave the median drop a wide "
-           "noise",
-    LOCALISES: "the photos have context around the object (its box), the garments lie alone on black; here the test "
-               "compares covering the object with covering the background, there where the worst square lies",
-    OVERLAP: "Lite0 has no max-pooling, so its deconvnet projection depends on where the unit is and not on the image; "
-             "and 7 photos instead of 100 garments",
-    INV_LAYERS: "global average pooling: Lite0's pooled features move less than its stem's under a small shift, trained "
-                "or not; ZFNet-mini's fc7 reads the layout of its last maps",
-    INV_LINEAR: "Lite0 averages its last maps over space (global pooling), ZFNet-mini's fc7 reads their layout",
-    INV_STABLE: "Lite0 was trained on ImageNet with random crops and scales, the book's ZFNet-mini without shifts; "
-                "8 photos against 300 garments",
-    INV_ROTATE: "neither training rotates its images; 8 photos against 300 garments leave the rotation contrast "
-                "within its noise",
-    INV_SYMMETRY: "8 photos against 300 garments: a rank correlation over 8 points is weak evidence",
-    TRANSFER: "the source: 1.2 M ImageNet photos against 55,000 garments; the target: 8x8 digit strokes blown up to "
-              "224 px are far from ImageNet photos; the scratch network is the same ZFNet-mini in both chapters",
-    SANITY_GUIDED: "Lite0's classifier is one linear layer over pooled features, ZFNet-mini's three",
-    SANITY_GRADIENT: "the same rule on 8 photos instead of 32 garments: a wider noise around the same threshold",
-    SANITY_DECONV: "without max-pooling switches the deconvnet never reads the image: its picture of a logit is one "
-                   "pattern for every photo, which a new classifier reshapes little; ZFNet-mini's switches and three "
-                   "fully connected layers carry the weights' changes into the picture",
-}
 
 
-def fashion_verdicts(folder: str | Path, skip: Sequence[str] = ("11_imagenet",)) -> dict[str, tuple[str, str]]:
-    """Every claim of the committed Fashion-MNIST chapters' results: claim -> (chapter, verdict)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"no results folder at {folder}; run the book first (make book)")
-    found = {}
-    for path in sorted(folder.glob("*.json")):
-        if path.stem in skip:
-            continue
-        for row in json.loads(path.read_text(encoding="utf8")).get("verdicts", []):
-            found.setdefault(row["claim"], (path.stem, row["verdict"]))
-    return found
 
 
-def compare_with_fashion(claims, fashion: Mapping[str, tuple[str, str]]) -> list[dict]:
-    """One row per claim of ``claims`` (a verdict table) that a Fashion-MNIST chapter also judged:
-    both verdicts, whether it changed, and :data:`REASONS`' note on what differs between the settings."""
-    rows = []
-    for record in claims.records():
-        if record["claim"] in fashion:
-            chapter, before = fashion[record["claim"]]
-            rows.append({"claim": record["claim"], "chapter": chapter, "fashion": before, "imagenet": record["verdict"],
-                         "changed": before != record["verdict"], "differs": REASONS.get(record["claim"], "")})
-    return rows
 
 
-def comparison_markdown(rows: Sequence[dict]) -> str:
-    """:func:`compare_with_fashion`'s rows as a Markdown table."""
-    cell = lambda text: str(text).replace("|", "\\|")  # noqa: E731
-    lines = ["| Claim | Fashion-MNIST, ZFNet-mini (chapter) | ImageNet photos, Lite0 | Changed | What differs |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {cell(r['claim'])} | {r['fashion']} ({r['chapter']}) | {r['imagenet']} | "
-              f"{'**yes**' if r['changed'] else 'no'} | {cell(r['differs'])} |" for r in rows]
-    return "\n".join(lines)

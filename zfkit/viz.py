@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -451,3 +451,54 @@ def draw_masks(images: torch.Tensor, masks: dict[str, torch.Tensor],
     tiles = torch.stack([show(c) for c in columns], 1).flatten(0, 1)
     titles = ["original", *masks] + [""] * (len(tiles) - len(columns))
     return image_grid(tiles, ncols=len(columns), titles=titles, size=size, normalize=None if display else True)
+
+
+# ---------------------------------------------------------------- chapter 11: photos and single-unit projections
+
+def draw_photos(photos, rows: Sequence[dict] | None = None, size: float = 1.9):
+    """The photos in a row with their object boxes (yellow) and, given :func:`top5` rows, the top class."""
+    titles = list(photos.names) if rows is None else [f"{r['photo']}\n→ {r['classes'][0]}" for r in rows]
+    fig = image_grid(photos.display(), ncols=len(photos), titles=titles, size=size)
+    for ax, (x0, y0, x1, y1) in zip(fig.axes, photos.boxes.tolist()):
+        draw_box(ax, (y0, x0, y1, x1), linewidth=1.5)
+    return fig
+
+
+def contrast(projections: torch.Tensor, quantile: float = 0.99) -> torch.Tensor:
+    """Projections (..., C, H, W) scaled for display: each divided by the ``quantile`` of its non-zero
+    magnitudes and clipped to [-1, 1], so 0 stays mid-grey.
+
+    Through Lite0's many small-kernel layers a projection's energy piles up on a few central pixels;
+    scaled by its extremes (min to max) the rest of it would be invisible.
+    """
+    flat = projections.flatten(-3)
+    out = torch.zeros_like(flat)
+    for i, row in enumerate(flat.reshape(-1, flat.shape[-1])):
+        magnitude = row.abs()[row != 0]
+        if len(magnitude):
+            out.view(-1, flat.shape[-1])[i] = (row / torch.quantile(magnitude.double(), quantile).float()).clamp(-1, 1)
+    return out.view(projections.shape)
+
+
+def draw_stage_projections(images: torch.Tensor, projections: Mapping[str, torch.Tensor],
+                           units: Mapping[str, torch.Tensor] | None = None, names: Sequence[str] | None = None,
+                           size: float = 1.25, title: str | None = None):
+    """Projections of single units, Fig. 2-style, one row per photo: the photo (display pixels,
+    (N, 3, H, W)), then per stage the projection (N, 3, H, W) of its strongest unit, scaled by
+    :func:`contrast` (grey is 0)."""
+    layers = list(projections)
+    fig, axes = new_figure(len(images), len(layers) + 1, figsize=(size * (len(layers) + 1), size * len(images) + 0.4),
+                           squeeze=False)
+    for i, image in enumerate(images):
+        show_image(axes[i, 0], image)
+        if names is not None:
+            axes[i, 0].set_ylabel(names[i], fontsize=7)
+        for j, layer in enumerate(layers):
+            show_image(axes[i, j + 1], (contrast(projections[layer][i]) + 1) / 2, normalize=False)
+            if units is not None:
+                axes[i, j + 1].set_xlabel(f"map {int(units[layer][i])}", fontsize=6, labelpad=1)
+            if i == 0:
+                axes[i, j + 1].set_title(layer, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
