@@ -86,20 +86,28 @@ class _Gate(nn.Module):
         return self.head(x * torch.sigmoid(self.squeeze(x.mean((2, 3), keepdim=True))))
 
 
-def test_a_gate_is_refused_by_name():
+def test_a_gate_is_refused_by_name_when_strict():
+    """strict=True keeps the refusals zfkit made before policies; the default projects (zfkit.policies)."""
     with pytest.raises(ValueError, match=r"cannot reverse sigmoid \(call_function\)"):
-        Deconvnet(_Gate()).project(torch.randn(1, 3, 8, 8), "head")
+        Deconvnet(_Gate(), strict=True).project(torch.randn(1, 3, 8, 8), "head")
     with pytest.raises(ValueError, match="multiplies two signals"):
-        Deconvnet(_Gate(product=True)).project(torch.randn(1, 3, 8, 8), "head")
-    assert Deconvnet(_Gate()).project(torch.randn(1, 3, 8, 8), "conv").shape == (1, 4, 3, 8, 8)
+        Deconvnet(_Gate(product=True), strict=True).project(torch.randn(1, 3, 8, 8), "head")
+    with pytest.raises(ValueError, match="gates='refuse'"):
+        Deconvnet(_Gate(product=True), gates="refuse").project(torch.randn(1, 3, 8, 8), "head")
+    assert Deconvnet(_Gate(), strict=True).project(torch.randn(1, 3, 8, 8), "conv").shape == (1, 4, 3, 8, 8)
+    assert Deconvnet(_Gate()).project(torch.randn(1, 3, 8, 8), "head").policy == "deconvnet; 1 gate frozen"
 
 
 def test_unsupported_module_is_named_with_its_place():
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Sequential(nn.GELU(), nn.Conv2d(4, 4, 1)))
-    with pytest.raises(ValueError, match=r"cannot reverse GELU module '1.0' in '1.0'"):
-        Deconvnet(net).project(torch.randn(1, 3, 8, 8), "1")
-    # below the unsupported op, projecting works
-    assert Deconvnet(net).project(torch.randn(1, 3, 8, 8), "0").shape == (1, 4, 3, 8, 8)
+    with pytest.raises(ValueError, match=r"cannot reverse GELU module '1.0' in '1.0'.*activations='rule'"):
+        Deconvnet(net, strict=True).project(torch.randn(1, 3, 8, 8), "1")
+    # below the refused op, projecting works; by default the GELU gets relu(g)
+    assert Deconvnet(net, strict=True).project(torch.randn(1, 3, 8, 8), "0").shape == (1, 4, 3, 8, 8)
+    assert Deconvnet(net).project(torch.randn(1, 3, 8, 8), "1").policy == "deconvnet; GELU: relu(g)"
+    softmax = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Sequential(nn.Softmax(dim=1), nn.Conv2d(4, 4, 1)))
+    with pytest.raises(ValueError, match=r"cannot reverse Softmax module '1.0' in '1.0': it has no agreed"):
+        Deconvnet(softmax).project(torch.randn(1, 3, 8, 8), "1")  # no policy makes a softmax elementwise
 
 
 def test_layer_names_of_a_resnet():

@@ -10,14 +10,18 @@ signal walks the graph down, node by node in reverse order:
 - ReLU and ReLU6: the backward rule. ``"deconvnet"`` rectifies the signal (``relu(g)``, the paper),
   ``"guided"`` also masks by the forward pass (``x > 0``; ``0 < x < 6`` for ReLU6; Springenberg et
   al. 2014), ``"gradient"`` only masks (the plain gradient, Simonyan et al. 2013).
+- Other elementwise activations (SiLU, GELU, Hardswish, sigmoid, ...), gates (squeeze-excitation's
+  ``scale * x``) and LayerNorm/GroupNorm: the named policies of :mod:`zfkit.policies` (by default
+  ``relu(g)`` at every activation, gates and σ frozen at their forward values; ``rule="gradient"``
+  is the true gradient). A projection's ``policy`` attribute says which acted (empty: the paper's).
 - convolution: the transposed convolution with the same weights, no bias, sized to the layer
   input exactly. Eval-mode batch norm: its per-channel scale.
 - residual addition sends the signal to both summands; concatenation gives each input its slice;
   other linear steps (flatten, average pooling, padding, ``Linear``) take autograd's backward.
 - LRN and dropout are the identity on the way down (the paper's choice for LRN; dropout is off at
   test time). The model runs in eval mode while projecting.
-- Anything else (SiLU, GELU, Hardswish, a sigmoid gate, a product of two signals) has no agreed
-  deconvnet rule: projecting through it raises ``ValueError`` naming the op and its module, rather
+- Anything else (an op with no transpose zfkit knows, or one a policy set to ``"refuse"``, as
+  ``strict=True`` does for all three) raises ``ValueError`` naming the op and its module, rather
   than drawing a silently wrong picture. :data:`zfkit.graph.KINDS` lists what each kind does.
 
 In mode ``"max"`` each selection starts from one unit, whose influence on any lower node is
@@ -36,16 +40,14 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from .checks import check_images
-from .graph import KINDS, Op, eval_mode, model_graph
+from .graph import Op, divides, eval_mode, maxpool_module, model_graph
+from .policies import ACTIVATION_RULES, RULES, Policy, frozen_gate, frozen_norm_backward, norm_spec, slope_factor
 
 __all__ = ["Deconvnet", "RULES"]
 
-RULES = ("deconvnet", "guided", "gradient")
 # A transposed convolution down to this many channels (the image: grey or RGB) runs as a sub-pixel
 # convolution; see _subpixel_conv_t.
 _FEW_CHANNELS = 4
-_WALKABLE = {"input", "conv", "bn", "relu", "relu6", "maxpool", "avgpool", "lrn", "identity", "add", "cat", "scale",
-             "linear", "check", "shape"}
 
 
 def _pair(v) -> tuple[int, int]:
@@ -72,7 +74,7 @@ class _Signal:
 
 @dataclass
 class _Forward:
-    """What the forward pass keeps: every node's value, max-pool switches, ReLU masks."""
+    """What the forward pass keeps: every node's value, max-pool switches, what the rule keeps of each activation."""
 
     values: dict
     switches: dict
@@ -83,16 +85,27 @@ class Deconvnet:
     """Project activations of any layer of an image CNN back to the input.
 
     ``rule`` picks how ReLUs are reversed: ``"deconvnet"`` (the paper), ``"guided"`` or ``"gradient"``.
+    ``activations``, ``gates`` and ``norms`` name the policy at ops the paper has no rule for
+    (:mod:`zfkit.policies`; None: the rule's default); ``strict=True`` refuses them all.
     Layers are named as in :func:`zfkit.graph.layer_names`: the paper's names for zfkit nets
     (``"conv5"``), qualified module names otherwise (``"layer3"``, ``"features.10"``), or the module.
     """
 
-    def __init__(self, model: nn.Module, rule: str = "deconvnet"):
-        if rule not in RULES:
-            raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
+    def __init__(self, model: nn.Module, rule: str = "deconvnet", *, activations: str | None = None,
+                 gates: str | None = None, norms: str | None = None, strict: bool = False):
+        self.policy = Policy.of(rule, activations, gates, norms, strict)
         self.model = model
         self.rule = rule
         self.graph = model_graph(model)
+
+    def refusal(self, layer: str | nn.Module) -> str | None:
+        """Why projecting ``layer`` would be refused (an op with no rule or a refusing policy), or None."""
+        return self.policy.refusal(self.graph, self.graph.layer(layer).op)
+
+    def caption(self, layer: str | nn.Module) -> str:
+        """How a projection of ``layer`` is made, for a figure: empty for the paper's deconvnet,
+        else the rule and each policy that acts (``"deconvnet; SiLU: relu(g); 16 gates frozen"``)."""
+        return self.policy.caption(self.graph, self.graph.layer(layer).op)
 
     # ---------------------------------------------------------------- public
 
@@ -104,7 +117,7 @@ class Deconvnet:
         ``mode="max"`` keeps, per image and channel, only the strongest unit (ties go to the first
         in row-major order); ``mode="map"`` keeps the channel's whole map. The walk starts from the
         actual activation values. ``channels`` defaults to all; ``chunk`` bounds how many
-        selections go down together (memory).
+        selections go down together (memory). The result's ``policy`` attribute is :meth:`caption`'s text.
         """
         target = self.graph.layer(layer)
         check_images(images, self.model)
@@ -113,7 +126,9 @@ class Deconvnet:
         if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1:
             raise ValueError(f"chunk must be a positive int (selections projected together), got {chunk!r}")
         path = self.graph.ancestors(target.op)
-        _refuse_unsupported(path)
+        refusal = self.policy.refusal(self.graph, target.op)
+        if refusal:
+            raise ValueError(refusal)
         with eval_mode(self.model):
             forward = self._forward(images, target.op)
         acts = forward.values[target.op.node]
@@ -121,7 +136,6 @@ class Deconvnet:
             shape = tuple(acts.shape) if isinstance(acts, torch.Tensor) else type(acts).__name__
             raise ValueError(f"layer {target.name!r} has no spatial output (shape {shape}); Deconvnet projects "
                              "feature maps (B, C, H, W): pick a convolutional layer or block")
-        _refuse_gates(path, forward.values)
         channels = self._channels(channels, acts.shape[1])
         b, k = images.shape[0], len(channels)
         out = images.new_zeros(b, k, *images.shape[1:])
@@ -141,6 +155,7 @@ class Deconvnet:
                 seed[torch.arange(len(idx)), channels[kk], 0, 0] = flat[img, kk].gather(1, pos[:, None]).squeeze(1)
                 signal = _Signal(seed, pos // acts.shape[-1], pos % acts.shape[-1])
             _paste(self._walk(path, target.op, signal, forward, img), dest)
+        out.policy = self.policy.caption(self.graph, target.op)
         return out
 
     # ---------------------------------------------------------------- validation
@@ -172,16 +187,28 @@ class Deconvnet:
         def step(op: Op, args, kwargs):
             x = args[0] if args else None
             if op.kind == "maxpool":
-                m = op.module
+                m = maxpool_module(op)
                 k, s, p = _pair(m.kernel_size), _pair(m.stride or m.kernel_size), _pair(m.padding)
                 out, switches[op.node] = F.max_pool2d(x, k, s, p, ceil_mode=m.ceil_mode, return_indices=True)
                 return out
             if op.kind in ("relu", "relu6") and keep_masks:
-                masks[op.node] = (x > 0) & (x < 6) if op.kind == "relu6" else x > 0
+                masks[op.node] = slope_factor(self.rule, x, (x > 0) & (x < 6) if op.kind == "relu6" else x > 0)
+            if op.kind == "activation" and keep_masks:
+                out, slope = self._slope(op, args, kwargs)
+                masks[op.node] = slope_factor(self.rule, x, slope)
+                return out
             return None
 
         values = self.graph.run(images, [target], step)
         return _Forward(values, switches, masks)
+
+    def _slope(self, op: Op, args, kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        """An elementwise activation's output and its slope φ'(x) at every input (autograd's)."""
+        with torch.enable_grad():
+            x = args[0].detach().requires_grad_(True)
+            y = self.graph.call(op, (x, *args[1:]), kwargs)
+            (slope,) = torch.autograd.grad(y, x, torch.ones_like(y))
+        return y.detach(), slope
 
     # ---------------------------------------------------------------- the walk down
 
@@ -206,12 +233,18 @@ class Deconvnet:
     def _down(self, op: Op, s: _Signal, forward: _Forward, img: torch.Tensor) -> list[tuple[fx.Node, _Signal]]:
         """The signal ``op`` passes to each of its tensor inputs."""
         node, kind, m = op.node, op.kind, op.module
-        inputs = [a for a in node.all_input_nodes if isinstance(forward.values.get(a), torch.Tensor)]
+        inputs = self.graph.signal_inputs(op)
         first = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
         if kind in ("lrn", "identity"):
             return [(first, s)]
-        if kind in ("relu", "relu6"):
+        if kind in ("relu", "relu6", "activation"):
             return [(first, _Signal(self._rule(s, forward.masks.get(node), img), s.top, s.left))]
+        if kind == "gate" and self.policy.gates == "freeze":
+            return [self._gate_down(op, s, forward, img)]
+        if kind == "norm" and self.policy.norms == "freeze":
+            return [(first, self._norm_down(op, _to_full(s, forward.values[node].shape[-2:]), forward, img))]
+        if kind in ("gate", "norm"):
+            return self._exact_down(op, _to_full(s, forward.values[node].shape[-2:]), forward, img)
         if kind == "bn":
             scale = m.weight / torch.sqrt(m.running_var + m.eps) if m.weight is not None else \
                 torch.rsqrt(m.running_var + m.eps)
@@ -224,27 +257,43 @@ class Deconvnet:
         if kind == "conv" and m.padding_mode == "zeros" and not isinstance(m.padding, str):
             return [(first, _conv_down(s, m, forward.values[first].shape[-2:]))]
         if kind == "maxpool":
-            return [(first, _unpool(s, m, forward.switches[node], forward.values[first].shape[-2:], img))]
+            return [(first, _unpool(s, maxpool_module(op), forward.switches[node], forward.values[first].shape[-2:],
+                                    img))]
         if kind == "avgpool" and s.full is False and _uniform(m):
             return [(first, _avgpool_down(s, m, forward.values[first].shape[-2:]))]
-        return self._linear_down(op, _to_full(s, forward.values[node].shape[-2:]) if s.g.dim() == 4 else s,
-                                 forward, inputs)
+        return self._linear_down(self._chain(op), _to_full(s, forward.values[node].shape[-2:]) if s.g.dim() == 4 else s,
+                                 forward)
 
-    def _linear_down(self, op: Op, s: _Signal, forward: _Forward, inputs: list[fx.Node]) -> list[tuple[fx.Node, _Signal]]:
+    def _chain(self, op: Op) -> list[Op]:
+        """The ops a linear step replays: a piece of a chunk/split is replayed with the split itself,
+        so its signal goes straight to the split tensor's slice (the split's output is a tuple)."""
+        source = op.node.args[0] if op.node.target is operator.getitem else None
+        if isinstance(source, fx.Node) and self.graph.ops[self.graph.position[source]].kind == "split":
+            return [self.graph.ops[self.graph.position[source]], op]
+        return [op]
+
+    def _replay(self, chain: list[Op], inputs: list[fx.Node], forward: _Forward):
+        """``chain`` as a function of ``inputs``' values, every other argument taken from the forward pass."""
+        def replay(*tensors):
+            env = {**forward.values, **dict(zip(inputs, tensors))}
+            for o in chain:
+                args = fx.node.map_arg(o.node.args, env.__getitem__)
+                kwargs = fx.node.map_arg(o.node.kwargs, env.__getitem__)
+                env[o.node] = self.graph.call(o, args, kwargs)
+            return env[chain[-1].node]
+
+        return replay
+
+    def _linear_down(self, chain: list[Op], s: _Signal, forward: _Forward) -> list[tuple[fx.Node, _Signal]]:
         """Autograd's backward of a linear op (flatten, view, slicing, pooling, ``Linear``): its adjoint.
 
         The op is replayed on the image batch's shapes, because its other arguments (a
         ``view(x.size(0), -1)``'s sizes) were computed for that batch; the n selections' signals
         go through its backward in groups of the batch size (``vmap``).
         """
-        node = op.node
+        inputs = self.graph.signal_inputs(chain[0])
         primals = [torch.zeros_like(forward.values[a]) for a in inputs]
-
-        def replay(*tensors):
-            env = {**forward.values, **dict(zip(inputs, tensors))}
-            args = fx.node.map_arg(node.args, env.__getitem__)
-            kwargs = fx.node.map_arg(node.kwargs, env.__getitem__)
-            return self.graph.call(op, args, kwargs)
+        replay = self._replay(chain, inputs, forward)
 
         n, batch = s.g.shape[0], primals[0].shape[0]
         groups = -(-n // batch)
@@ -254,35 +303,46 @@ class Deconvnet:
             grads = torch.func.vmap(vjp)(g)
         return [(a, _Signal(grad.flatten(0, 1)[:n])) for a, grad in zip(inputs, grads)]
 
+    def _exact_down(self, op: Op, s: _Signal, forward: _Forward, img: torch.Tensor) -> list[tuple[fx.Node, _Signal]]:
+        """The true backward of a nonlinear op (a gate, a norm) at each selection's own image: whole maps."""
+        inputs = self.graph.signal_inputs(op)
+        primals = [forward.values[a][img] for a in inputs]
+        with torch.enable_grad():
+            _, vjp = torch.func.vjp(self._replay([op], inputs, forward), *primals)
+            grads = vjp(s.g)
+        return [(a, _Signal(grad)) for a, grad in zip(inputs, grads)]
+
+    def _gate_down(self, op: Op, s: _Signal, forward: _Forward, img: torch.Tensor) -> tuple[fx.Node, _Signal]:
+        """The gated signal scaled by the gate's forward value; nothing goes into the gate's branch."""
+        gate = self.graph.gate(op)
+        x = next(a for a in op.node.args[:2] if a is not gate)
+        value, shape = forward.values[gate], forward.values[x].shape
+        if shape == forward.values[op.node].shape:
+            return x, _Signal(frozen_gate(s.g, _aligned(value, s, img), divides(op)), s.top, s.left)
+        s = _to_full(s, forward.values[op.node].shape[-2:])  # x was broadcast: its signal sums over the copies
+        return x, _Signal(frozen_gate(s.g, value[img], divides(op)).sum_to_size(len(img), *shape[1:]))
+
+    def _norm_down(self, op: Op, s: _Signal, forward: _Forward, img: torch.Tensor) -> _Signal:
+        """LayerNorm/GroupNorm with σ frozen at each selection's image: the mean subtraction transposed."""
+        args = fx.node.map_arg(op.node.args, forward.values.__getitem__)
+        kwargs = fx.node.map_arg(op.node.kwargs, forward.values.__getitem__)
+        spec = norm_spec(op, args, kwargs)
+        return _Signal(frozen_norm_backward(s.g, spec, spec.sigma(args[0])[img]))
+
     def _rule(self, s: _Signal, mask: torch.Tensor | None, img: torch.Tensor) -> torch.Tensor:
-        if self.rule == "deconvnet":
-            return s.g.clamp(min=0)
-        mask = mask[img] if s.full else _window(mask, img, s.top, s.left, *s.g.shape[-2:])
-        if self.rule == "guided":
-            return s.g.clamp(min=0) * mask
-        return s.g * mask
+        if mask is not None:
+            mask = mask[img] if s.full else _window(mask, img, s.top, s.left, *s.g.shape[-2:])
+        return ACTIVATION_RULES[self.rule](s.g, mask)
 
 
-# ---------------------------------------------------------------- checks
+# ---------------------------------------------------------------- helpers
 
 
-def _refuse_unsupported(path: list[Op]) -> None:
-    for op in path:
-        if op.kind not in _WALKABLE:
-            supported = ", ".join(k for k in KINDS if k in _WALKABLE - {"input", "check", "shape"})
-            raise ValueError(f"Deconvnet cannot reverse {op.describe()} in {op.where!r}: it has no agreed deconvnet "
-                             f"rule. Supported on the way down: {supported} (zfkit.graph.KINDS says how each is "
-                             "reversed); project a layer below it")
-
-
-def _refuse_gates(path: list[Op], values: dict) -> None:
-    """A product of two signals (a squeeze-excitation gate) is not linear in either: refuse it."""
-    for op in path:
-        if op.kind == "scale" and op.node.target in (operator.mul, operator.imul, torch.mul, "mul", "mul_", "div",
-                                                        operator.truediv, torch.div):
-            if sum(isinstance(values.get(a), torch.Tensor) for a in op.node.all_input_nodes) > 1:
-                raise ValueError(f"Deconvnet cannot reverse {op.describe()} in {op.where!r}: it multiplies two "
-                                 "signals (a gate, e.g. squeeze-excitation), which has no agreed deconvnet rule")
+def _aligned(t: torch.Tensor, s: _Signal, img: torch.Tensor) -> torch.Tensor:
+    """A forward value (B, C, H, W), or broadcast (B, C, 1, 1), as each selection's signal sees it."""
+    if s.full or t.shape[-2:] == (1, 1):
+        return t[img]
+    return _window(t, img, s.top, s.left, *s.g.shape[-2:])
 
 
 def _cat_dim(node: fx.Node) -> int:

@@ -34,37 +34,62 @@ from .inputs import check_input
 
 __all__ = ["Op", "GraphLayer", "ModelGraph", "KINDS", "model_graph", "layer_names", "eval_mode"]
 
-#: Kinds of operation and what the deconvnet does with each on the way down.
+#: Kinds of operation and what the deconvnet does with each on the way down (zfkit.policies names
+#: the policies for activations, gates and norms).
 KINDS = {
     "input": "the image",
     "conv": "transposed convolution with the same weights, no bias (stride, padding, dilation, groups)",
     "bn": "eval-mode batch norm: its per-channel scale (the affine map, transposed)",
     "relu": "the rule: deconvnet relu(g), guided relu(g)*[x>0], gradient g*[x>0]",
     "relu6": "the rule: deconvnet relu(g), guided relu(g)*[0<x<6], gradient g*[0<x<6]",
-    "maxpool": "unpool with the forward pass's switches, contributions added",
+    "activation": "another elementwise activation phi (SiLU, GELU, Hardswish, sigmoid, ...): deconvnet relu(g), "
+                  "guided relu(g)*phi'(x)*[x>0], gradient g*phi'(x); refused with activations='refuse'",
+    "maxpool": "unpool with the forward pass's switches, contributions added (module or F.max_pool2d)",
     "avgpool": "the average pool's adjoint",
     "lrn": "identity (the paper's choice for local response normalisation)",
-    "identity": "identity (dropout is off at test time)",
+    "identity": "identity (dropout and stochastic depth are off at test time)",
     "add": "the signal goes to every summand",
     "cat": "each input gets its slice of the signal",
-    "scale": "multiplication or division by a constant, subtraction: linear (a product of two signals, a gate, is refused)",
-    "linear": "autograd's backward of the linear map (flatten, view, slicing, adaptive pooling, Linear, padding)",
+    "split": "chunk/split/unbind: each piece's signal goes back to its slice",
+    "scale": "multiplication or division by a constant (layer scale), subtraction: linear",
+    "gate": "a product of two signals, one computed from the other (squeeze-excitation's scale * x): the gate "
+            "frozen at its forward value (gates='freeze'), the product rule ('gradient') or refused",
+    "norm": "LayerNorm / GroupNorm: sigma frozen at its forward value and the mean subtraction transposed "
+            "(norms='freeze'), the true gradient ('gradient') or refused",
+    "linear": "autograd's backward of the linear map (flatten, view, transpose, slicing, mean, adaptive pooling, "
+              "Linear, padding)",
     "check": "an input check; carries no signal",
-    "shape": "a size or shape lookup; carries no signal",
+    "shape": "carries no signal: shape arithmetic (size(), .shape, floordiv), parameters, constants",
     "unsupported": "no agreed deconvnet rule: projecting through it raises ValueError",
 }
 
-_IDENTITY_MODULES = (nn.Dropout, nn.Dropout2d, nn.Identity)
+_IDENTITY_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity)
+_IDENTITY_FUNCTIONS = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout}
 _LINEAR_MODULES = (nn.Linear, nn.Flatten, nn.AdaptiveAvgPool2d, nn.ZeroPad2d, nn.ConstantPad2d, nn.Unflatten)
 _LINEAR_FUNCTIONS = {torch.flatten, torch.reshape, F.adaptive_avg_pool2d, F.pad, F.linear, torch.squeeze,
-                     torch.unsqueeze, torch.permute, torch.transpose, F.conv2d}
-_LINEAR_METHODS = {"view", "reshape", "flatten", "mean", "squeeze", "unsqueeze", "permute", "transpose", "expand",
-                   "expand_as"}
+                     torch.unsqueeze, torch.permute, torch.transpose, F.conv2d, torch.mean, torch.sum,
+                     torch.swapaxes, torch.movedim}
+_LINEAR_METHODS = {"view", "reshape", "flatten", "mean", "sum", "squeeze", "unsqueeze", "permute", "transpose",
+                   "expand", "expand_as", "swapaxes", "movedim"}
 _IDENTITY_METHODS = {"contiguous", "clone", "detach", "float", "to"}
 _SHAPE_METHODS = {"size", "dim", "numel"}
+_SPLIT_FUNCTIONS = {torch.chunk, torch.split, torch.tensor_split, torch.unbind}
+_SPLIT_METHODS = {"chunk", "split", "tensor_split", "unbind"}
+_ACTIVATION_MODULES = (nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.Mish, nn.ELU, nn.CELU,
+                       nn.SELU, nn.LeakyReLU, nn.PReLU, nn.Softplus, nn.Hardtanh, nn.LogSigmoid, nn.Softsign)
+_ACTIVATION_FUNCTIONS = {F.silu, F.gelu, F.hardswish, F.hardsigmoid, torch.sigmoid, F.sigmoid, torch.tanh, F.tanh,
+                         F.mish, F.elu, F.celu, F.selu, torch.selu, F.leaky_relu, F.prelu, F.softplus, F.hardtanh,
+                         F.logsigmoid, F.softsign}
+_ACTIVATION_METHODS = {"sigmoid", "tanh"}
+_NORM_MODULES = (nn.LayerNorm, nn.GroupNorm)
+_NORM_FUNCTIONS = {F.layer_norm, F.group_norm}
+_MAXPOOL_FUNCTIONS = {F.max_pool2d, torch.max_pool2d}
+_MAXPOOL_ARGS = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
 _ADD = {operator.add, operator.iadd, torch.add}
 _SCALE = {operator.mul, operator.imul, operator.truediv, operator.itruediv, torch.mul, torch.div, operator.neg,
           operator.sub, operator.isub, torch.sub}
+_DIVISIONS = {operator.truediv, operator.itruediv, torch.div, "div", "div_"}
+_PRODUCTS = {operator.mul, operator.imul, torch.mul, "mul", "mul_", *_DIVISIONS}
 
 
 @dataclass(frozen=True)
@@ -102,6 +127,7 @@ class ModelGraph:
     outputs: dict[str, list[int]]  # qualified module name -> indices of the ops its calls returned
     aliases: dict[str, str] = field(default_factory=dict)  # zfkit paper name -> qualified module name
     position: dict[fx.Node, int] = field(default_factory=dict)  # node -> index in ``ops``
+    signal: frozenset = frozenset()  # the nodes that depend on the image (the rest: shapes, parameters)
 
     def __post_init__(self):
         self.position = {o.node: o.index for o in self.ops}
@@ -157,6 +183,22 @@ class ModelGraph:
                     stack.append(parent)
         return [o for o in self.ops if o.node in seen]
 
+    def signal_inputs(self, op: Op) -> list[fx.Node]:
+        """``op``'s inputs that depend on the image: those a signal walks down to."""
+        return [a for a in op.node.all_input_nodes if a in self.signal]
+
+    def gate(self, op: Op) -> fx.Node | None:
+        """A gate op's gate: the factor computed from the other (squeeze-excitation's ``scale`` in
+        ``scale * x``), or None when neither factor is computed from the other or the gate would be a
+        numerator (``f(x) / x`` is no scaling of x)."""
+        a, b = (list(op.node.args[:2]) + [None, None])[:2]
+        if not (isinstance(a, fx.Node) and isinstance(b, fx.Node)) or a is b:
+            return None
+        below_b = {o.node for o in self.ancestors(self.ops[self.position[b]])}
+        below_a = {o.node for o in self.ancestors(self.ops[self.position[a]])}
+        gate = b if a in below_b and b not in below_a else a if b in below_a and a not in below_b else None
+        return None if gate is a and divides(op) else gate
+
     # ------------------------------------------------------------ execution
 
     def run(self, images: torch.Tensor, until: Sequence[Op], step: Callable | None = None,
@@ -199,8 +241,12 @@ class ModelGraph:
         if node.op == "call_module":
             if op.kind in ("relu", "relu6"):
                 return _relu_like(op.module)(args[0])
+            if getattr(op.module, "inplace", False):  # nn.SiLU(inplace=True) would overwrite a recorded value
+                args = (args[0].clone(), *args[1:])
             return op.module(*args, **kwargs)
         if node.op == "call_function":
+            if op.kind == "identity":  # functional dropout, stochastic depth: traced with a fixed `training`
+                return args[0]
             target = _OUT_OF_PLACE.get(node.target, node.target)
             if "inplace" in kwargs:
                 kwargs = {**kwargs, "inplace": False}
@@ -215,6 +261,21 @@ class ModelGraph:
 
 _OUT_OF_PLACE = {operator.iadd: operator.add, operator.imul: operator.mul, operator.isub: operator.sub,
                  operator.itruediv: operator.truediv, torch.relu_: torch.relu}
+
+
+def divides(op: Op) -> bool:
+    """Whether a scale or gate op divides (its second argument is the divisor)."""
+    return op.node.target in _DIVISIONS
+
+
+def maxpool_module(op: Op) -> nn.MaxPool2d:
+    """A max-pool op's geometry as an ``nn.MaxPool2d``: the module itself, or one built from
+    ``F.max_pool2d``'s constant arguments (Inception calls it as a function)."""
+    if op.module is not None:
+        return op.module
+    call = {**dict(zip(_MAXPOOL_ARGS, op.node.args)), **op.node.kwargs}
+    return nn.MaxPool2d(call["kernel_size"], call.get("stride") or None, call.get("padding", 0),
+                        call.get("dilation", 1), ceil_mode=call.get("ceil_mode", False))
 
 
 def _relu_like(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -281,6 +342,10 @@ def _module_kind(m: nn.Module) -> str:
         return "identity"
     if isinstance(m, _LINEAR_MODULES):
         return "linear"
+    if isinstance(m, _ACTIVATION_MODULES):
+        return "activation"
+    if isinstance(m, _NORM_MODULES):
+        return "norm"
     return "unsupported"
 
 
@@ -294,8 +359,16 @@ def _function_kind(node: fx.Node) -> str:
         return "relu6"
     if t is F.avg_pool2d:
         return "linear"
-    if t is F.dropout:
+    if t in _MAXPOOL_FUNCTIONS:
+        return "maxpool" if _constant_pool(node) else "unsupported"
+    if t in _IDENTITY_FUNCTIONS or _is_stochastic_depth(t):
         return "identity"
+    if t in _ACTIVATION_FUNCTIONS:
+        return "activation"
+    if t in _NORM_FUNCTIONS:
+        return "norm"
+    if t in _SPLIT_FUNCTIONS:
+        return "split"
     if t in _ADD:
         return "add"
     if t is torch.cat:
@@ -311,6 +384,18 @@ def _function_kind(node: fx.Node) -> str:
     return "unsupported"
 
 
+def _constant_pool(node: fx.Node) -> bool:
+    """``F.max_pool2d`` with constant geometry, no dilation and no indices returned: unpoolable."""
+    call = {**dict(zip(_MAXPOOL_ARGS, node.args)), **node.kwargs}
+    constant = not any(isinstance(v, fx.Node) for k, v in call.items() if k != "input")
+    return constant and _pair(call.get("dilation", 1)) == (1, 1) and not call.get("return_indices", False)
+
+
+def _is_stochastic_depth(t) -> bool:
+    """torchvision's ``stochastic_depth`` (fx-wrapped, so a call_function): the identity in eval."""
+    return getattr(t, "__name__", None) == "stochastic_depth" and getattr(t, "__module__", "").startswith("torchvision")
+
+
 def _hardtanh_range(node: fx.Node) -> tuple:
     """``F.hardtanh``'s (min_val, max_val), given by position or, as fx records them, by keyword."""
     low = node.kwargs.get("min_val", node.args[1] if len(node.args) > 1 else -1.0)
@@ -322,6 +407,10 @@ def _method_kind(node: fx.Node) -> str:
     name = node.target.rstrip("_") if not node.target.endswith("__") else node.target
     if name == "relu":
         return "relu"
+    if name in _ACTIVATION_METHODS:
+        return "activation"
+    if name in _SPLIT_METHODS:
+        return "split"
     if name in _SHAPE_METHODS:
         return "shape"
     if name in _IDENTITY_METHODS:
@@ -355,15 +444,32 @@ def _trace(model: nn.Module) -> ModelGraph:
             "zfkit needs a forward without data-dependent Python control flow; wrap such code in a "
             "submodule (kept whole) or pass the traceable backbone (e.g. model.features)") from err
     module = fx.GraphModule(model, graph)
-    ops = []
+    ops, signal = [], set()
     for node in graph.nodes:
         if node.op == "output":
             continue
         sub = module.get_submodule(node.target) if node.op == "call_module" else None
-        ops.append(Op(len(ops), node, _kind(node, sub), sub, _where(node) if sub is None else node.target))
+        kind = _signal_kind(node, _kind(node, sub), signal)
+        ops.append(Op(len(ops), node, kind, sub, _where(node) if sub is None else node.target))
     index = {o.node: o.index for o in ops}
     outputs = {name: [index[n] for n in nodes if n in index] for name, nodes in tracer.returned.items()}
-    return ModelGraph(model, module, ops, outputs, _paper_names(model))
+    return ModelGraph(model, module, ops, outputs, _paper_names(model), signal=frozenset(signal))
+
+
+def _signal_kind(node: fx.Node, kind: str, signal: set[fx.Node]) -> str:
+    """``kind`` refined by what depends on the image (added to ``signal``): an op none of whose inputs
+    does carries no signal (``x.size(1) // 2``, a layer-scale parameter); a product of two signals is a gate."""
+    if kind == "input":
+        signal.add(node)
+        return kind
+    carried = sum(a in signal for a in node.all_input_nodes)
+    if not carried or kind in ("check", "shape"):
+        return "check" if kind == "check" else "shape"
+    signal.add(node)
+    if kind == "scale" and node.target in _PRODUCTS and sum(a in signal for a in node.args[:2]
+                                                            if isinstance(a, fx.Node)) > 1:
+        return "gate"  # x * x counts twice: a square is no more linear than a gate
+    return kind
 
 
 def _paper_names(model: nn.Module) -> dict[str, str]:

@@ -1,7 +1,8 @@
 """Occlusion sensitivity (§4.2, Fig. 7): slide a grey square over the image and watch the network.
 
 One sweep gives the three maps of Fig. 7 — total activity of the strongest layer-5 feature map
-(b), p(correct class) (d) and the most probable class (e) — plus that map's deconv projection (c).
+(b), p(correct class) (d) and the most probable class (e) — plus that map's deconv projection (c)
+when asked for or when the deconvnet can make it (the result's ``projection_note`` says which).
 
 Any classifier zfkit can trace (:mod:`zfkit.graph`) is swept by whole forward passes, several
 occluded images per pass, the layer's maps and the logits taken from the same pass. A model laid
@@ -57,7 +58,7 @@ class OcclusionResult:
     prob: torch.Tensor  # softmax probability of ``target``
     top_class: torch.Tensor  # most probable class (long)
     channel: int  # the feature map of ``layer`` strongest in the unoccluded image
-    projection: torch.Tensor  # (C, H, W) deconv projection of that map's strongest unit (mode "max")
+    projection: torch.Tensor | None  # (C, H, W) deconv projection of that map's strongest unit (mode "max")
     ys: torch.Tensor  # occluder top rows
     xs: torch.Tensor  # occluder left columns
     patch: int
@@ -67,6 +68,8 @@ class OcclusionResult:
     base_prob: float
     macs: int  # multiply-accumulates per position: recomputed conv windows + the classifier
     full_macs: int  # the same for one full forward pass
+    # how ``projection`` was made (Deconvnet.caption: empty for the paper's deconvnet), or why it is None
+    projection_note: str = ""
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,8 @@ class _Window:
 
 def occlusion(model: nn.Module, image: torch.Tensor, target: int, patch: int, stride: int,
               layer: str | nn.Module = "conv5", fill: float = 0.0, approximate: bool | float = False,
-              channel: int | None = None, batch_size: int | None = None) -> OcclusionResult:
+              channel: int | None = None, batch_size: int | None = None,
+              projection: bool | None = None) -> OcclusionResult:
     """Occlude ``image`` (C, H, W) with a ``patch`` x ``patch`` square of value ``fill`` at every
     top-left position ``range(0, H - patch + 1, stride)`` (per axis) and record Fig. 7's maps.
 
@@ -96,7 +100,9 @@ def occlusion(model: nn.Module, image: torch.Tensor, target: int, patch: int, st
     windows capped at :data:`APPROXIMATE_RATIO` of each map's side) or such a ratio in (0, 1].
     ``channel`` overrides the strongest map. The incremental engine recomputes ``batch_size``
     positions together (default: as many as keep the largest window tensor near
-    :data:`BATCH_ELEMENTS` numbers).
+    :data:`BATCH_ELEMENTS` numbers). ``projection``: True computes panel (c)'s deconv projection
+    (ValueError where the deconvnet refuses the layer), False skips it, None (default) computes it
+    where the deconvnet can; ``projection_note`` on the result says which.
     """
     graph = model_graph(model)
     chosen = graph.layer(layer)
@@ -110,6 +116,9 @@ def occlusion(model: nn.Module, image: torch.Tensor, target: int, patch: int, st
     if not isinstance(fill, (int, float)) or not math.isfinite(fill):
         raise ValueError(f"fill must be a finite number (0.0 is the dataset mean), got {fill!r}")
     ratio = _ratio(approximate)
+    if projection is not None and not isinstance(projection, bool):
+        raise ValueError(f"projection must be True (compute it), False (skip it) or None (when the deconvnet "
+                         f"can), got {projection!r}")
     outputs = (chosen.op, output_op(graph))
     with eval_mode(model):
         with torch.inference_mode():
@@ -135,13 +144,27 @@ def occlusion(model: nn.Module, image: torch.Tensor, target: int, patch: int, st
             else:
                 activity, occluded, macs = _incremental_sweep(model, *incremental, ys, xs, patch, fill, channel, ratio,
                                                               batch_size)
-        projection = Deconvnet(model).project(image[None], layer, channels=[channel], mode="max")[0, 0]
+        projected, note = _projection(model, image, layer, channel, projection)
     shape = (len(ys), len(xs))
     occluded = occluded.softmax(-1)
     return OcclusionResult(
         activity=activity.view(shape), prob=occluded[:, target].view(shape), top_class=occluded.argmax(-1).view(shape),
-        channel=channel, projection=projection, ys=ys, xs=xs, patch=patch, layer=chosen.name, target=target,
-        base_activity=float(acts[0, channel].sum()), base_prob=float(probs[target]), macs=macs, full_macs=full_macs)
+        channel=channel, projection=projected, ys=ys, xs=xs, patch=patch, layer=chosen.name, target=target,
+        base_activity=float(acts[0, channel].sum()), base_prob=float(probs[target]), macs=macs, full_macs=full_macs,
+        projection_note=note)
+
+
+def _projection(model: nn.Module, image: torch.Tensor, layer, channel: int,
+                wanted: bool | None) -> tuple[torch.Tensor | None, str]:
+    """Panel (c): the deconv projection of ``channel``'s strongest unit and how it was made, or None and why not."""
+    if wanted is False:
+        return None, "not computed (projection=False)"
+    deconv = Deconvnet(model)
+    refusal = deconv.refusal(layer)
+    if refusal and wanted is None:
+        return None, f"not computed: {refusal}"
+    out = deconv.project(image[None], layer, channels=[channel], mode="max")
+    return out[0, 0], out.policy
 
 
 def _checked(model: nn.Module, values: dict, outputs: tuple[Op, Op], name: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -377,7 +377,7 @@ def draw_occlusion(result: OcclusionResult, image: torch.Tensor, classes: Sequen
     activity = _occlusion_map(axes[1], result, result.activity, (height, width), cmap="viridis")
     fig.colorbar(activity, ax=axes[1], shrink=0.8).ax.tick_params(labelsize=6)
     axes[1].set_title(f"(b) {result.layer} map {result.channel} activity", fontsize=9)
-    show_image(axes[2], result.projection, "(c) its projection", normalize=True)
+    show_image(axes[2], result.projection, f"(c) its projection\n{result.projection_note}".strip(), normalize=True)
     if others is not None:
         show_image(axes[3], _mosaic(others, math.ceil(math.sqrt(len(others)))), "(c) map on other images")
     prob = _occlusion_map(axes[-2], result, result.prob, (height, width), cmap="viridis", vmin=0, vmax=1)
