@@ -42,7 +42,7 @@ def _table_ready(rows, expected, unit, sources=("ours",), source="paper"):
 def test_sizes_per_profile():
     ci, book = imagenet.sizes("ci"), imagenet.sizes("book")
     assert imagenet.sizes("paper") == book
-    assert book.crops >= 2000 and book.occlusion_photos >= 6 and ci.crops < book.crops
+    assert book.crops >= 2000 and book.objects >= 143 and book.folds >= 10 and book.occlusion_sweeps >= 30 and ci.crops < book.crops
     assert max(book.shots) == 30 and min(book.shots) == 1 and book.folds >= 2
     assert set(book.unit_layers) <= set(imagenet.LAYERS) and set(book.panel_layers) <= set(imagenet.LAYERS)
     with pytest.raises(ValueError, match="unknown profile"):
@@ -301,9 +301,9 @@ def test_compact_classes_renumbers_the_classes_present_target_first():
 def test_occlusion_claims_outcomes(largest, contrast, overlap, expected):
     rows = imagenet.occlusion_claims(largest, contrast, overlap, draws=200)
     assert [r.claim for r in rows] == [lite0.DROPS, lite0.LOCALISES, lite0.OVERLAP]
-    _table_ready(rows, expected, "photos")
+    _table_ready(rows, expected, "scenes")
     assert rows[0].threshold.value == 0.5 and "drops significantly" in rows[0].threshold.why
-    assert "6 photos" in rows[0].noise and "200 resamples" in rows[0].noise
+    assert "6 scenes" in rows[0].noise and "200 resamples" in rows[0].noise and "paired" in rows[1].noise
 
 
 # ---------------------------------------------------------------- Fig. 5
@@ -332,20 +332,20 @@ def _measured(value: float, noise: float) -> dict:
 @pytest.mark.parametrize("measured, expected", [(_measured(0.5, 0.01), True), (_measured(-0.5, 0.01), False),
                                                 (_measured(0.05, 0.2), None)])
 def test_invariance_claims_outcomes(measured, expected):
-    rows = imagenet.invariance_claims(measured, photos=8)
+    rows = imagenet.invariance_claims(measured, images=8)
     assert [r.claim for r in rows] == [lite0.INV_LAYERS, lite0.INV_LINEAR, lite0.INV_STABLE,
                                        lite0.INV_ROTATE, lite0.INV_SYMMETRY]
-    _table_ready(rows, expected, "photos", sources=("paper", "ours"))
-    assert all("8 photos" in r.noise for r in rows)
+    _table_ready(rows, expected, "scenes", sources=("paper", "ours"))
+    assert all("8 scenes" in r.noise for r in rows)
 
 
 def test_invariance_claims_name_the_part_that_decides_and_its_threshold_source():
     ratio_fails = _measured(0.5, 0.01) | {"ratio/scale": (1.5, 0.01)}  # layer 7 moves more than layer 1 under scaling
-    row = imagenet.invariance_claims(ratio_fails, photos=8)[0]
+    row = imagenet.invariance_claims(ratio_fails, images=8)[0]
     assert row.holds is False and row.threshold.value == 1 and row.threshold.source == "paper"
     assert "pool" in row.threshold.why and "stem" in row.threshold.why  # Lite0's layers stand for layers 1 and 7
     steady_control = _measured(0.5, 0.01) | {"learned/translate": (0.3, 0.01)}  # the untrained net is steadier
-    row = imagenet.invariance_claims(steady_control, photos=8)[0]
+    row = imagenet.invariance_claims(steady_control, images=8)[0]
     assert row.holds is True and row.threshold.value == 1  # shown, not judged: the claim is about the trained net
     assert row.flips_at == pytest.approx(0.5 + verdicts.k_for(8) * 0.01)
 
@@ -354,14 +354,14 @@ def test_invariance_claims_name_missing_measurements():
     measured = _measured(0.5, 0.01)
     del measured["kept/rotate"]
     with pytest.raises(ValueError, match="kept/rotate"):
-        imagenet.invariance_claims(measured, photos=8)
+        imagenet.invariance_claims(measured, images=8)
 
 
 def test_invariance_claims_widen_the_noise_for_few_photos():
     measured = _measured(0.5, 0.01) | {"spearman": (0.5, 0.22)}  # 2.27 noise above 0: clears 2, not 2.36 (8 photos)
     assert verdicts.exceeds(0.5, 0, 0.22) is True
-    row = imagenet.invariance_claims(measured, photos=8)[-1]
-    assert row.holds is None and row.needed == "9 photos (measured on 8)"  # t(8) 2.31 x 0.22 x sqrt(8/9) < 0.5
+    row = imagenet.invariance_claims(measured, images=8)[-1]
+    assert row.holds is None and row.needed == "9 scenes (measured on 8)"  # t(8) 2.31 x 0.22 x sqrt(8/9) < 0.5
 
 
 # ---------------------------------------------------------------- §5.2
@@ -413,8 +413,8 @@ def _sweep(ssim, spearman, noise, pairs=8):
 def test_sanity_claims_outcomes(ssim, spearman, noise, expected):
     rows = imagenet.sanity_claims(_sweep(ssim, spearman, noise), "classifier")
     assert [r.claim for r in rows] == [lite0.SANITY_GUIDED, lite0.SANITY_GRADIENT, lite0.SANITY_DECONV]
-    _table_ready(rows[:2], expected, "photos", source="Adebayo 2018")
-    _table_ready(rows[2:], expected, "photos", source="Sixt 2020")
+    _table_ready(rows[:2], expected, "scenes", source="Adebayo 2018")
+    _table_ready(rows[2:], expected, "scenes", source="Sixt 2020")
     assert [r["source"] for r in verdict_table(rows).records()] == ["Adebayo 2018", "Adebayo 2018", "Sixt 2020"]
 
 
@@ -426,6 +426,21 @@ def test_checks_outcomes(hits, cosine, expected):
     assert check_table(rows).records()[0]["verdict"] == ("passed" if expected else "failed")
     with pytest.raises(ValueError, match="oracle cosine"):
         imagenet.checks(predicted, {})
+    scenes = imagenet.Recognition(torch.tensor(hits), torch.tensor(hits), torch.zeros(8), torch.ones(8))
+    rows = imagenet.checks(predicted, {"stage3": cosine}, scenes=scenes)
+    assert [r.holds for r in rows] == [expected] * 3 and "8 scenes" in rows[1].measured
+
+
+def test_recognise_follows_the_correct_class_the_model_prefers():
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return torch.tensor([[0.0, 3.0, 1.0, 2.0, 5.0, 6.0], [4.0, 3.0, 0.0, -1.0, -2.0, -3.0]])
+
+    scenes = data.Scenes(torch.zeros(2, 3, 4, 4), torch.tensor([2, 1]), tuple("abcdef"), correct=((2, 3), (1,)))
+    r = imagenet.recognise(Fixed(), scenes)
+    assert r.targets.tolist() == [3, 1] and r.top1.tolist() == [False, False] and r.top5.tolist() == [True, True]
+    assert r.p_target[0] == pytest.approx(torch.tensor([0.0, 3.0, 1.0, 2.0, 5.0, 6.0]).softmax(0)[3].item())
+    assert r.recognised() == [0, 1]
 
 
 # ---------------------------------------------------------------- side by side

@@ -45,6 +45,7 @@ def test_cover_object_measures_the_object_against_the_background_in_closed_form(
     assert result.base.tolist() == pytest.approx([p0, 1 - p0], rel=1e-5)
     assert result.on_object.tolist() == pytest.approx([0.5, 0.5])  # the region zeroed: logits tie
     assert result.on_background.tolist() == pytest.approx([p0, 1 - p0], rel=1e-5)  # the moved square misses the region
+    assert result.reference.sum((1, 2)).tolist() == [64, 64] and not (result.reference & masks).any()
     (obj, bg), (obj1, bg1) = result.losses()
     assert obj == pytest.approx(1 - 0.5 / p0) and bg == pytest.approx(0) and obj1 < 0 and bg1 == pytest.approx(0)
     mean, se, n, holds = object_contrast([(obj, bg), (obj, bg), (obj + 0.01, bg)])
@@ -55,6 +56,7 @@ def test_cover_object_marks_images_without_room_and_rejects_bad_shapes():
     images = torch.zeros(1, 3, 32, 32)
     result = cover_object(RegionScore(), images, _mask(1, 31, 1, 31)[None], targets=[0])
     assert math.isnan(result.on_background.item()) and result.losses() == [None]
+    assert result.records()["background_covered_p"] == [None] and result.records()["base_p"][0] == result.base.item()
     with pytest.raises(ValueError, match="masks"):
         cover_object(RegionScore(), images, torch.zeros(1, 16, 16, dtype=torch.bool), targets=[0])
     with pytest.raises(ValueError, match="targets"):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from zfkit import data, scenes
-from zfkit.scenes import Background, RealObject, compose, rotational_symmetry
+from zfkit.scenes import Background, RealObject, compose, mask_symmetry
 
 SIZE = 64
 
@@ -74,14 +74,14 @@ def test_scene_targets_and_hits_use_the_whole_class_set():
     assert s.targets.tolist() == [2, 2] and s.hits(logits, k=1).tolist() == [True, False]
 
 
-def test_rotational_symmetry_in_closed_form():
+def test_mask_symmetry_in_closed_form():
     yy, xx = np.mgrid[:81, :81]
-    assert rotational_symmetry((yy - 40) ** 2 + (xx - 40) ** 2 <= 1600) > 0.97
+    assert mask_symmetry((yy - 40) ** 2 + (xx - 40) ** 2 <= 1600) > 0.97
     square = np.pad(np.ones((40, 40), bool), 5)  # IoU 0.71 at 45 and 135 degrees, 1 at 90 and 180: mean 0.85
-    assert 0.78 < rotational_symmetry(square) < 0.9
-    assert rotational_symmetry(np.pad(np.ones((8, 60), bool), 5)) < 0.35
+    assert 0.78 < mask_symmetry(square) < 0.9
+    assert mask_symmetry(np.pad(np.ones((8, 60), bool), 5)) < 0.35
     with pytest.raises(ValueError, match="non-empty"):
-        rotational_symmetry(np.zeros((5, 5), bool))
+        mask_symmetry(np.zeros((5, 5), bool))
 
 
 def test_a_missing_package_is_named_with_the_command_that_installs_it(monkeypatch, tmp_path):

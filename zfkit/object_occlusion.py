@@ -93,11 +93,13 @@ def moved_mask(mask: torch.Tensor, seed: int = 0) -> torch.Tensor | None:
 @dataclass(frozen=True)
 class CoverResult:
     """Per image: p(target) as it is, with the object covered, and with the moved shape covering background
-    (NaN where the object left no room). ``fill`` is the grey value used, in model-input space."""
+    (NaN where the object left no room); ``reference`` holds those moved shapes (N, H, W), empty where
+    there was no room. ``fill`` is the grey value used, in model-input space."""
 
     base: torch.Tensor
     on_object: torch.Tensor
     on_background: torch.Tensor
+    reference: torch.Tensor
     fill: float
 
     def losses(self) -> list[tuple[float, float] | None]:
@@ -107,6 +109,12 @@ class CoverResult:
         for b, o, g in zip(self.base.tolist(), self.on_object.tolist(), self.on_background.tolist()):
             out.append(None if np.isnan(g) or b <= 0 else (1 - o / b, 1 - g / b))
         return out
+
+    def records(self) -> dict[str, list[float | None]]:
+        """The three probabilities per image as JSON-ready lists (None where there was no room)."""
+        plain = lambda t: [None if np.isnan(v) else v for v in t.tolist()]  # noqa: E731
+        return {"base_p": plain(self.base), "object_covered_p": plain(self.on_object),
+                "background_covered_p": plain(self.on_background)}
 
     def object_losses(self) -> np.ndarray:
         """The share of p(target) lost when the object is covered, per image."""
@@ -139,4 +147,4 @@ def cover_object(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, ta
     index = torch.as_tensor(list(targets), dtype=torch.long)
     p = probs.view(3, len(images), -1)[:, torch.arange(len(images)), index]
     background = torch.where(room, p[2], torch.full_like(p[2], float("nan")))
-    return CoverResult(p[0], p[1], background, fill)
+    return CoverResult(p[0], p[1], background, reference, fill)

@@ -34,7 +34,7 @@ from .efficientnet import MEAN, STD, imagenet_classes, unnormalize
 from .images import DataNotFoundError, TensorImages, top_k_hits
 
 __all__ = ["OBJECTS_JSON", "RealObject", "Background", "Scenes", "objects", "backgrounds", "compose", "scenes",
-           "rotational_symmetry", "missing_packages"]
+           "mask_symmetry", "missing_packages"]
 
 OBJECTS_JSON = Path(__file__).with_name("objects.json")
 #: Background photos are decoded once at this longest side: scenes are 224 pixels or less.
@@ -227,6 +227,11 @@ class Scenes(TensorImages):
     angles: tuple[float, ...] = ()
     norm: tuple[tuple[float, ...], tuple[float, ...]] = (MEAN, STD)
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The objects' names, one per scene (as :class:`zfkit.data.Photos` names its photos)."""
+        return self.object_names
+
     def display(self, images: torch.Tensor | None = None) -> torch.Tensor:
         """Pixels back in [0, 1] for plotting."""
         return unnormalize(self.images if images is None else images, *self.norm)
@@ -300,7 +305,7 @@ def scenes(n: int, size: int = 224, seed: int = 0, scale: float | tuple[float, f
 
 # ---------------------------------------------------------------- shape measures
 
-def rotational_symmetry(mask: np.ndarray | torch.Tensor, angles: Sequence[float] = (45, 90, 135, 180)) -> float:
+def mask_symmetry(mask: np.ndarray | torch.Tensor, angles: Sequence[float] = (45, 90, 135, 180)) -> float:
     """How much a mask looks the same when rotated: mean IoU of the mask with itself turned by each angle about its centroid.
 
     1 for a disc; for a square 0.71 at 45 degrees and 1 at 90 (mean about 0.85); low for elongated or

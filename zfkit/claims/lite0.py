@@ -48,42 +48,48 @@ def hierarchy_claims(trained: Mapping, control: Mapping, low: str, high: str) ->
     return deconvnet.claims(trained, control, low=low, high=high, control="Lite0 untrained", counted="photos")
 
 
-def occlusion_claims(largest_drops: Sequence[float], contrast: tuple[float, float, int, bool | None],
-                     overlap: Sequence[float], draws: int = 1000) -> list[Verdict]:
-    """§4.2's claims on the photos: the median largest drop of p(correct) removes at least half of it
-    (as in chapter 6, bootstrap noise); covering the object costs more than covering the background
-    (:func:`object_contrast`'s mean, standard error and photos); the activity-drop region overlaps
-    the map's own projection more than another photo's (``overlap``: one IoU difference per photo)."""
-    drops = np.asarray(largest_drops, dtype=float)
+def occlusion_claims(object_losses: Sequence[float], contrast: tuple[float, float, int, bool | None],
+                     overlap: Sequence[float], draws: int = 1000, unit: str = "scenes") -> list[Verdict]:
+    """§4.2's claims on real objects in real scenes (:mod:`zfkit.object_occlusion`):
+
+    - the median share of p(correct) lost with the object covered (its exact outline in grey)
+      removes at least half of it (as in chapter 6; bootstrap noise over the images);
+    - covering the object costs more than covering the same area of background
+      (:func:`zfkit.object_occlusion.object_contrast`'s mean, standard error and count);
+    - the activity-drop region of a square sweep overlaps the map's own projection more than another
+      image's (``overlap``: one IoU difference per swept image).
+    """
+    drops = np.asarray(object_losses, dtype=float)
     overlap = np.asarray(overlap, dtype=float)
-    n, mean, se, photos = len(drops), *contrast[:3]
+    n, mean, se, paired = len(drops), *contrast[:3]
     median, median_noise = float(np.median(drops)), verdicts.bootstrap_noise(drops, np.median, draws=draws)
     o_mean, o_se = float(overlap.mean()), verdicts.standard_error(overlap)
     return [
-        Verdict.decided(DROPS, f"median largest drop of p(correct) {median:.0%} ± {median_noise:.0%} over {n} photos",
-                        verdicts.decide(median, 0.5, median_noise, samples=n), unit="photos", threshold_source="ours",
-                        noise=f"bootstrap of the median over {n} photos ({draws} resamples); ± {median_noise:.3g}",
+        Verdict.decided(DROPS, f"median share of p(correct) lost with the object covered: {median:.0%} ± "
+                               f"{median_noise:.0%} over {n} {unit}",
+                        verdicts.decide(median, 0.5, median_noise, samples=n), unit=unit, threshold_source="ours",
+                        noise=f"bootstrap of the median over {n} {unit} ({draws} resamples); ± {median_noise:.3g}",
                         why="half of p(correct) lost: our reading of 'drops significantly' (the paper gives no "
                             "number), as in chapter 6"),
-        Verdict.decided(LOCALISES, f"p(correct) lost with the occluder centred on the object box minus on the background: "
-                                   f"{mean:+.0%} ± {se:.0%} over {photos} photos",
-                        verdicts.decide(mean, 0, se, samples=photos), unit="photos", threshold_source="ours",
-                        noise=f"standard error over the {photos} photos with positions on both object and background; "
-                              f"± {se:.3g}",
+        Verdict.decided(LOCALISES, f"p(correct) lost covering the object minus covering the same area of background: "
+                                   f"{mean:+.0%} ± {se:.0%} over {paired} {unit}",
+                        verdicts.decide(mean, 0, se, samples=paired), unit=unit, threshold_source="ours",
+                        noise=f"standard error of the paired difference over {paired} {unit}; ± {se:.3g}",
                         why="any more lost on the object than on the background (the paper gives no size)",
-                        note="the background is the reference: hiding part of a photo may hurt anywhere"),
-        Verdict.decided(OVERLAP, f"IoU with the photo's own projection minus another photo's: {o_mean:+.2f} ± {o_se:.2f}",
-                        verdicts.decide(o_mean, 0, o_se, samples=len(overlap)), unit="photos",
-                        threshold_source="ours", noise=f"standard error over {len(overlap)} photos; ± {o_se:.3g}",
-                        why="any larger overlap with the own projection than with another photo's (the paper gives "
+                        note="the same grey shape moved onto the background is the reference: hiding part of a "
+                             "picture may hurt anywhere"),
+        Verdict.decided(OVERLAP, f"IoU with the image's own projection minus another image's: {o_mean:+.2f} ± {o_se:.2f}",
+                        verdicts.decide(o_mean, 0, o_se, samples=len(overlap)), unit=unit,
+                        threshold_source="ours", noise=f"standard error over {len(overlap)} {unit}; ± {o_se:.3g}",
+                        why="any larger overlap with the own projection than with another image's (the paper gives "
                             "no size)", note="the validation of the deconvnet's visualizations (§4.2)"),
     ]
 
 
-def invariance_claims(measured: Mapping[str, tuple[float, float]], photos: int) -> list[Verdict]:
+def invariance_claims(measured: Mapping[str, tuple[float, float]], images: int, unit: str = "scenes") -> list[Verdict]:
     """Fig. 5's reading judged by chapter 5's rules (:func:`zfkit.claims.invariance.claims`) on
-    :func:`zfkit.invariance.claim_measurements` (plus ``spearman``), Student's t for ``photos``."""
-    return invariance.claims(measured, photos, layers=(FIRST, PENULTIMATE), unit="photos")
+    :func:`zfkit.invariance.claim_measurements` (plus ``spearman``), Student's t for ``images``."""
+    return invariance.claims(measured, images, layers=(FIRST, PENULTIMATE), unit=unit)
 
 
 def transfer_claim(margins: Sequence[float], shots: Sequence[int], layer: str, margin: float = 10.0) -> Verdict:
@@ -93,24 +99,33 @@ def transfer_claim(margins: Sequence[float], shots: Sequence[int], layer: str, m
                                    detail=" against ZFNet-mini trained from scratch")
 
 
-def sanity_claims(sweep, top: str) -> list[Verdict]:
+def sanity_claims(sweep, top: str, what: str = "scenes") -> list[Verdict]:
     """Chapter 10's randomisation claims (:func:`zfkit.claims.sanity.claims`) on a
     :func:`zfkit.sanity.sweep` of class logits, ``top`` its first step (the classifier re-initialised)."""
-    return sanity.claims(sweep, top, what="photos")
+    return sanity.claims(sweep, top, what=what)
 
 
-def checks(predicted: Sequence[dict], engine: Mapping[str, float]) -> list[Verdict]:
+def _sees(what: str, top1: Sequence[bool], top5: Sequence[bool]) -> Verdict:
+    share, noise, sees = recognised(top5)
+    n = len(top5)
+    return Verdict(f"The model sees what the {what} show: a correct class in the top 5 for most {what}",
+                   f"{share:.0%} of {n} {what} (top 1: {sum(map(bool, top1))} of {n})", sees,
+                   "share above one half, beyond twice its noise", noise=f"binomial ± {noise:.0%} over {n} {what}")
+
+
+def checks(predicted: Sequence[dict], engine: Mapping[str, float], scenes=None) -> list[Verdict]:
     """The chapter's own checks: the model recognises the photos (:func:`recognised` on :func:`top5`'s
-    rows) and the deconvnet engine equals the autograd oracle (``engine``: lowest cosine per layer,
+    rows) and, given their :class:`zfkit.imagenet.Recognition`, the objects in their ``scenes``; the
+    deconvnet engine equals the autograd oracle (``engine``: lowest cosine per layer,
     :func:`zfkit.oracle.agreement`). Show them with :func:`zfkit.results.check_table`."""
     if not predicted or not engine:
         raise ValueError("checks needs top5's rows and at least one oracle cosine (layer -> lowest cosine)")
-    share, noise, sees = recognised([r["top5"] for r in predicted])
-    low, n = min(engine.values()), len(predicted)
+    low = min(engine.values())
+    seen = [_sees("photos", [r["top1"] for r in predicted], [r["top5"] for r in predicted])]
+    if scenes is not None:
+        seen.append(_sees("scenes", scenes.top1.tolist(), scenes.top5.tolist()))
     return [
-        Verdict("The model sees what the photos show: a correct class in the top 5 for most photos",
-                f"{share:.0%} of {n} photos (top 1: {sum(r['top1'] for r in predicted)} of {n})", sees,
-                "share above one half, beyond twice its noise", noise=f"binomial ± {noise:.0%} over {n} photos"),
+        *seen,
         Verdict("The deconvnet engine equals autograd with relu(grad) at each ReLU6 on Lite0",
                 f"lowest cosine over {', '.join(engine)}, 2 maps, 1 photo: {low:.6f}", verdicts.exceeds(low, 0.9999, 0),
                 "threshold 0.9999", noise="float rounding, about 1e-7"),
@@ -124,26 +139,26 @@ REASONS = {
               "different garments, here overlapping views of 8 photos",
     INVARIANCE: "the labels are 8 photos here, 10 garment classes there; Lite0's upper fields cover the whole crop, "
                 "ZFNet-mini's conv5 a part of the garment",
-    DROPS: "both occluders hide 1/16 of the image, but 7 photos instead of 100 garments leave the median drop a wide "
-           "noise",
-    LOCALISES: "the photos have context around the object (its box), the garments lie alone on black; here the test "
-               "compares covering the object with covering the background, there where the worst square lies",
+    DROPS: "here the object's exact outline is covered, there a square a sixteenth of the garment's image; objects "
+           "on real backgrounds against garments on black",
+    LOCALISES: "the scenes have real context around the object (its exact mask), the garments lie alone on black; here "
+               "the test compares covering the object with covering the same area of background, there where the "
+               "worst square lies",
     OVERLAP: "Lite0 has no max-pooling, so its deconvnet projection depends on where the unit is and not on the image; "
-             "and 7 photos instead of 100 garments",
+             "the overlap then measures where the strongest unit lies",
     INV_LAYERS: "global average pooling: Lite0's pooled features move less than its stem's under a small shift, trained "
                 "or not; ZFNet-mini's fc7 reads the layout of its last maps",
     INV_LINEAR: "Lite0 averages its last maps over space (global pooling), ZFNet-mini's fc7 reads their layout",
     INV_STABLE: "Lite0 was trained on ImageNet with random crops and scales, the book's ZFNet-mini without shifts; "
-                "8 photos against 300 garments",
-    INV_ROTATE: "neither training rotates its images; 8 photos against 300 garments leave the rotation contrast "
-                "within its noise",
-    INV_SYMMETRY: "8 photos against 300 garments: a rank correlation over 8 points is weak evidence",
+                "objects on real backgrounds against garments on black",
+    INV_ROTATE: "neither training rotates its images; Lite0's objects sit on backgrounds that rotate with them",
+    INV_SYMMETRY: "symmetry is measured on each object's exact outline here, on a garment class's mean image there",
     TRANSFER: "the source: 1.2 M ImageNet photos against 55,000 garments; the target: 8x8 digit strokes blown up to "
               "224 px are far from ImageNet photos; the scratch network is the same ZFNet-mini in both chapters",
     SANITY_GUIDED: "Lite0's classifier is one linear layer over pooled features, ZFNet-mini's three",
-    SANITY_GRADIENT: "the same rule on 8 photos instead of 32 garments: a wider noise around the same threshold",
+    SANITY_GRADIENT: "the same rule on recognised scenes instead of garments",
     SANITY_DECONV: "without max-pooling switches the deconvnet never reads the image: its picture of a logit is one "
-                   "pattern for every photo, which a new classifier reshapes little; ZFNet-mini's switches and three "
+                   "pattern for every image, which a new classifier reshapes little; ZFNet-mini's switches and three "
                    "fully connected layers carry the weights' changes into the picture",
 }
 
