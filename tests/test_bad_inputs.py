@@ -223,9 +223,6 @@ BAD_CALLS = [
     pytest.param(lambda c: receptive_field(_Upsampling(), "up", (1, 8, 8)), ValueError,
                  "receptive_field cannot tell which input positions Upsample module 'up' in 'up' reads",
                  id="receptive-field-unknown-op"),
-    pytest.param(lambda c: receptive_field(nn.Sequential(nn.Conv2d(1, 2, (3, 5))), "0", (1, 8, 8)), ValueError,
-                 "the receptive field of '0' differs between rows (3 px, jump 1) and columns (5 px, jump 1)",
-                 id="receptive-field-not-square"),
     pytest.param(lambda c: receptive_field(_Sized(), "size", (1, 8, 8)), ValueError,
                  "layer 'size' does not depend on the image's pixels", id="receptive-field-of-a-size"),
     pytest.param(lambda c: invariance(_TwoOutputs(), c.images, [0, 1], "rotate", [10], layers=["conv"]), ValueError,
@@ -234,8 +231,24 @@ BAD_CALLS = [
                  "Sequential calls no Conv2d or Linear layer: nothing to randomise", id="sanity-no-weight-layers"),
     pytest.param(lambda c: Deconvnet(_Untraceable()), ValueError, "zfkit cannot trace _Untraceable with torch.fx",
                  id="model-untraceable"),
-    pytest.param(lambda c: Deconvnet(nn.Sequential(nn.Conv2d(1, 2, 3), nn.SiLU())).project(c.images, "1"), ValueError,
-                 "Deconvnet cannot reverse SiLU module '1' in '1': it has no agreed deconvnet rule", id="deconv-unsupported-op"),
+    pytest.param(lambda c: Deconvnet(_Upsampling()).project(c.images, "up"), ValueError,
+                 "Deconvnet cannot reverse Upsample module 'up' in 'up': it has no agreed deconvnet rule and no policy",
+                 id="deconv-unsupported-op"),
+    pytest.param(lambda c: Deconvnet(nn.Sequential(nn.Conv2d(1, 2, 3), nn.SiLU()), strict=True).project(c.images, "1"),
+                 ValueError, "Deconvnet cannot reverse SiLU module '1' in '1': it has no agreed deconvnet rule and "
+                 "activations='refuse' passes only ReLU and ReLU6", id="deconv-strict-activation"),
+    pytest.param(lambda c: Deconvnet(_Gated(), gates="refuse").project(c.images, "out"), ValueError,
+                 "it multiplies two signals (a gate, e.g. squeeze-excitation), which has no agreed deconvnet rule and "
+                 "gates='refuse'", id="deconv-strict-gate"),
+    pytest.param(lambda c: Deconvnet(nn.Sequential(nn.Conv2d(1, 4, 3), nn.GroupNorm(2, 4)), norms="refuse")
+                 .project(c.images, "1"), ValueError, "Deconvnet cannot reverse GroupNorm module '1' in '1': it "
+                 "normalises by a statistic of its input, which has no agreed deconvnet rule and norms='refuse'",
+                 id="deconv-strict-norm"),
+    pytest.param(lambda c: Deconvnet(_Product()).project(c.images, "out"), ValueError,
+                 "it multiplies two signals, neither computed from the other (or divides by the signal), so there is "
+                 "no gate to freeze", id="deconv-no-gate-to-freeze"),
+    pytest.param(lambda c: Deconvnet(c.model, activations="relu"), ValueError,
+                 "unknown activations policy 'relu'; choose one of rule, refuse", id="deconv-unknown-policy"),
     pytest.param(lambda c: Deconvnet(c.model).project(c.images.double(), "conv1"), ValueError,
                  "images are float64 on cpu but the model's weights are float32 on cpu", id="images-dtype-differs"),
     pytest.param(lambda c: models.zfnet_mini(width=0), ValueError, "width must be a positive number, got 0",
@@ -459,6 +472,29 @@ class _Upsampling(nn.Module):
 
     def forward(self, x):
         return self.up(self.conv(x))
+
+
+class _Gated(nn.Module):
+    """A convolution, a gate computed from its output (squeeze-excitation's form), a 1x1 convolution."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.out = nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 1)
+
+    def forward(self, x):
+        x = self.conv(x)
+        return self.out(x * torch.sigmoid(x.mean((2, 3), keepdim=True)))
+
+
+class _Product(nn.Module):
+    """The product of two convolutions of the image: neither factor is computed from the other."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.out = nn.Conv2d(1, 2, 3), nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 1)
+
+    def forward(self, x):
+        return self.out(self.a(x) * self.b(x))
 
 
 class _Size(nn.Module):

@@ -30,6 +30,7 @@ __all__ = [
     "alexnet",
     "zfnet_mini",
     "alexnet_mini",
+    "zfnet_scenes",
     "variant",
     "build",
     "init_he",
@@ -296,6 +297,32 @@ def alexnet_mini(num_classes: int = 10, in_channels: int = 1, width: float = 1.0
     return build(ArchSpec("alexnet_mini", _mini_convs(first, 1, _positive(width, "width")), (512, 512),
                           num_classes=_positive(num_classes, "num_classes"),
                           in_channels=_positive(in_channels, "in_channels"), input_size=32))
+
+
+def zfnet_scenes(num_classes: int = 1000, in_channels: int = 3, input_size: int = 96, width: float = 1.0,
+                 dropout: float = 0.3) -> ConvNet:
+    """ZFNet's topology for small colour images: the student :mod:`zfkit.distill` trains on scenes.
+
+    Fig. 3's layer sequence at about half its widths: conv1 ``48@7x7/2`` pad 3 -> pool 3x3/2 ->
+    conv2 ``128@5x5/2`` pad 2 -> pool -> conv3/conv4 ``192@3x3`` -> conv5 ``128@3x3`` -> pool ->
+    fc6/fc7 512 -> fc8 C. At 96x96: 48 -> 24 -> 12 -> 6 -> 6 -> 6 -> 3 (pool5 3x3x128 = 1152), about 60 M
+    multiply-accumulates per image. The pools overlap (3x3, stride 2, Caffe's ceil rounding) as in
+    ZFNet, so the deconvnet's switches matter. No LRN: distillation trains with Adam, which does not
+    need it, and it is the identity on the way down anyway. ``input_size`` must be a multiple of 16.
+    """
+    if not isinstance(input_size, int) or input_size < 32 or input_size % 16:
+        raise ValueError(f"input_size must be a multiple of 16, at least 32, got {input_size!r}")
+    w = lambda c: max(1, round(c * _positive(width, "width")))  # noqa: E731 - a local scaling rule
+    convs = (
+        ConvSpec("conv1", w(48), 7, stride=2, padding=3, pool=True),
+        ConvSpec("conv2", w(128), 5, stride=2, padding=2, pool=True),
+        ConvSpec("conv3", w(192), 3, padding=1),
+        ConvSpec("conv4", w(192), 3, padding=1),
+        ConvSpec("conv5", w(128), 3, padding=1, pool=True),
+    )
+    return build(ArchSpec("zfnet_scenes", convs, (w(512), w(512)), num_classes=_positive(num_classes, "num_classes"),
+                          in_channels=_positive(in_channels, "in_channels"), input_size=input_size,
+                          dropout=dropout))
 
 
 def _positive(value, name: str):
