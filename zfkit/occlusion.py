@@ -4,17 +4,24 @@ One sweep gives the three maps of Fig. 7 — total activity of the strongest lay
 (b), p(correct class) (d) and the most probable class (e) — plus that map's deconv projection (c)
 when asked for or when the deconvnet can make it (the result's ``projection_note`` says which).
 
-Any classifier zfkit can trace (:mod:`zfkit.graph`) is swept by whole forward passes, several
-occluded images per pass, the layer's maps and the logits taken from the same pass. A model laid
-out as the paper's nets are (``features`` of convolutions, max-pools and pointwise layers, then
-``classifier``) gets an *incremental* sweep: an occluder changes only the units of each layer
-whose input window touches what changed below (its projective field), so only those windows are
-recomputed from the unoccluded image's cached activations, batched over occluder positions. Rows
-and columns are planned separately (the field of a square is a rectangle), every position of one
-sweep gets windows of the same size per layer, clamped inside the map, and windows are cut from
-the cached input padded the way the layer pads (zeros for convolutions, -inf for max-pooling,
-which also covers ``ceil_mode``). The classifier then runs on the full final feature maps. Both
-engines equal full recomputation up to float rounding.
+Both engines are *incremental*: an occluder changes only the units of each layer whose input
+window touches what changed below (its projective field), so only those windows are recomputed
+from the unoccluded image's cached activations, batched over occluder positions (Krypton,
+Nakandala et al., SIGMOD 2019). Rows and columns are planned separately (the field of a square is
+a rectangle), every position of one batch gets windows of the same size per layer, clamped
+inside the map, and windows are cut from the cached input padded the way the layer pads (zeros
+for convolutions, -inf for max-pooling, which also covers ``ceil_mode``).
+
+A model laid out as the paper's nets are (``features`` of convolutions, max-pools and pointwise
+layers, then ``classifier``) gets the *features* engine, which walks that list; the classifier
+runs on the full final maps. Any other classifier zfkit can trace (:mod:`zfkit.graph`: ResNet,
+MobileNet, DenseNet, EfficientNet, ...) gets the *graph* engine, which carries each position's
+window through the traced ops: convolutions and poolings grow and stride it, elementwise ops
+(activations, batch norm) keep it, residual sums and channel concatenations take the box around
+their inputs' windows, and global pooling, flatten, Linear and broadcast gates (squeeze-excitation)
+change their whole output, from which point the sweep runs whole maps (``whole_from`` on the
+result names that op). Starts near a border, whose field the map's edge cuts off, are planned in
+groups of their own. Both engines equal full recomputation up to float rounding.
 
 ``approximate`` caps each convolution's window at a fraction of its map, keeping the centre of
 the projective field, where most paths from the occluder arrive (Krypton, Nakandala et al., SIGMOD
@@ -26,21 +33,21 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import fx, nn
 
 from .checks import check_images
 from .deconv import Deconvnet
-from .graph import ModelGraph, Op, eval_mode, model_graph
+from .graph import ModelGraph, Op, eval_mode, maxpool_module, model_graph
 from .layers import output_op, resolve
 from .rf import window_geometry
 from .verdicts import standard_error
 
-__all__ = ["OcclusionResult", "occlusion", "APPROXIMATE_RATIO", "BATCH_ELEMENTS", "FULL_BATCH", "covered", "DropOverlap",
+__all__ = ["OcclusionResult", "occlusion", "APPROXIMATE_RATIO", "BATCH_ELEMENTS", "covered", "DropOverlap",
            "drop_overlap", "ObjectSensitivity", "object_sensitivity", "localisation", "context_share", "movable_examples"]
 
 #: Window cap used by ``approximate=True``, as a fraction of each map's side.
@@ -70,6 +77,9 @@ class OcclusionResult:
     full_macs: int  # the same for one full forward pass
     # how ``projection`` was made (Deconvnet.caption: empty for the paper's deconvnet), or why it is None
     projection_note: str = ""
+    # the op from which every position's maps were recomputed whole, its window (the occluder's projective
+    # field) covering the map: a layer name (``layer3.1.conv2``, ``classifier``) or a traced node (``flatten``)
+    whole_from: str = ""
 
 
 @dataclass(frozen=True)
@@ -91,15 +101,13 @@ def occlusion(model: nn.Module, image: torch.Tensor, target: int, patch: int, st
 
     ``model`` is any image classifier zfkit can trace and ``layer`` any of its layers with feature
     maps (:func:`zfkit.graph.layer_names`). A model laid out as ``features`` (convolutions,
-    max-pools, pointwise layers) then ``classifier`` gets the incremental engine; any other runs
-    whole forward passes, ``batch_size`` occluded images at a time (default
-    :data:`FULL_BATCH`). Both are exact.
+    max-pools, pointwise layers) then ``classifier`` gets the features engine, any other the graph
+    engine (see the module's docstring). Both are exact.
 
     ``fill`` is in model-input space: 0.0 is the dataset mean after mean subtraction (the
-    paper's grey). ``approximate`` (incremental engine only) is False (exact), True (convolution
+    paper's grey). ``approximate`` (features engine only) is False (exact), True (convolution
     windows capped at :data:`APPROXIMATE_RATIO` of each map's side) or such a ratio in (0, 1].
-    ``channel`` overrides the strongest map. The incremental engine recomputes ``batch_size``
-    positions together (default: as many as keep the largest window tensor near
+    ``channel`` overrides the strongest map. Both engines recompute ``batch_size`` positions together (default: as many as keep the largest window tensor near
     :data:`BATCH_ELEMENTS` numbers). ``projection``: True computes panel (c)'s deconv projection
     (ValueError where the deconvnet refuses the layer), False skips it, None (default) computes it
     where the deconvnet can; ``projection_note`` on the result says which.
@@ -135,15 +143,14 @@ def occlusion(model: nn.Module, image: torch.Tensor, target: int, patch: int, st
             incremental = _incremental(model, layer, image, logits)
             if incremental is None:
                 if ratio is not None:
-                    raise ValueError(f"approximate= applies to the incremental engine, which needs model.features of "
-                                     f"convolutions, max-pools and pointwise layers; {type(model).__name__} is swept by "
-                                     "whole forward passes, which are exact: leave approximate=False")
-                activity, occluded = _full_sweep(graph, image, outputs, ys, xs, patch, fill, channel,
-                                                 batch_size or FULL_BATCH)
-                macs = full_macs
+                    raise ValueError(f"approximate= applies to the incremental engine of model.features (convolutions, "
+                                     f"max-pools and pointwise layers); {type(model).__name__} is swept by the graph "
+                                     "engine, which is exact only: leave approximate=False")
+                activity, occluded, macs, whole_from = _graph_engine(graph, outputs, values, ys, xs, patch, fill,
+                                                                     channel, batch_size)
             else:
-                activity, occluded, macs = _incremental_sweep(model, *incremental, ys, xs, patch, fill, channel, ratio,
-                                                              batch_size)
+                activity, occluded, macs, whole_from = _incremental_sweep(model, *incremental, ys, xs, patch, fill,
+                                                                          channel, ratio, batch_size)
         projected, note = _projection(model, image, layer, channel, projection)
     shape = (len(ys), len(xs))
     occluded = occluded.softmax(-1)
@@ -151,7 +158,7 @@ def occlusion(model: nn.Module, image: torch.Tensor, target: int, patch: int, st
         activity=activity.view(shape), prob=occluded[:, target].view(shape), top_class=occluded.argmax(-1).view(shape),
         channel=channel, projection=projected, ys=ys, xs=xs, patch=patch, layer=chosen.name, target=target,
         base_activity=float(acts[0, channel].sum()), base_prob=float(probs[target]), macs=macs, full_macs=full_macs,
-        projection_note=note)
+        projection_note=note, whole_from=whole_from)
 
 
 def _projection(model: nn.Module, image: torch.Tensor, layer, channel: int,
@@ -219,31 +226,418 @@ def _ratio(approximate) -> float | None:
     raise ValueError(f"approximate must be False, True or a ratio in (0, 1], got {approximate!r}")
 
 
-# ---------------------------------------------------------------- whole forward passes (any model)
+# ---------------------------------------------------------------- the graph engine (any traced graph)
 
-#: Occluded images per forward pass when the model is swept by whole forward passes.
-FULL_BATCH = 16
+#: Ops that act position by position, so each output unit needs its inputs at that unit only.
+_ELEMENTWISE = frozenset({"bn", "relu", "relu6", "activation", "identity", "lrn", "add", "scale", "gate", "cat"})
+#: Most groups of occluder starts per axis planned apart (their windows sized apart): border positions have
+#: smaller windows.
+_GROUPS = 3
+#: What planning and sweeping one more group costs, in multiply-accumulates per op of the graph (Python's
+#: per-op overhead at a CPU's convolution throughput): small images are not split for nothing.
+_GROUP_OVERHEAD = 2_000_000
 
 
-def _full_sweep(graph: ModelGraph, image: torch.Tensor, outputs: tuple[Op, Op], ys, xs, patch: int, fill: float,
-                channel: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Activity and logits of every (y, x) position in row-major order, ``batch_size`` occluded
-    images per forward pass (channels-last: oneDNN's faster layout for CPU convolutions)."""
-    top_all, left_all = ys.repeat_interleave(len(xs)), xs.repeat(len(ys))
-    rows = torch.arange(image.shape[-2], device=image.device)
-    cols = torch.arange(image.shape[-1], device=image.device)
+@dataclass(frozen=True)
+class _Span:
+    """A node's recomputed window along one axis: its first unit per occluder start, one size for all."""
+
+    start: torch.Tensor  # (n,) one per occluder start along this axis
+    size: int | torch.Tensor  # a tensor (n,) only when sizing each start alone, to group starts
+    length: int  # units of the node's map along this axis
+
+    @property
+    def whole(self) -> bool:
+        return self.size == self.length
+
+
+_Spans = tuple[_Span, _Span]  # rows, columns
+
+
+@dataclass(frozen=True)
+class _Step:
+    """How the graph engine computes one op for a batch of occluder positions."""
+
+    op: Op
+    # "constant" (its clean value), "input", "window" (convolution, pooling), "elementwise", "whole", or
+    # "folded" (a batch norm whose convolution took it into its weights)
+    how: str
+    inputs: tuple[fx.Node, ...]  # the inputs whose values differ between positions
+    module: nn.Module | None = None  # a window step's sliding-window module
+    folded: tuple[torch.Tensor, torch.Tensor] | None = None  # a convolution's weight and bias with its batch norm
+    spans: _Spans | None = None  # its recomputed window in one group of positions; None: no map, computed whole
+
+
+def _graph_engine(graph: ModelGraph, outputs: tuple[Op, Op], clean: dict, ys: torch.Tensor, xs: torch.Tensor,
+                  patch: int, fill: float, channel: int,
+                  batch_size: int | None) -> tuple[torch.Tensor, torch.Tensor, int, str]:
+    """Activity and logits of every position (row-major), the multiply-accumulates per position
+    and the op from which every position ran whole, sweeping each group of positions apart."""
+    steps = _classify(graph, outputs, clean)
+    rows, cols = _group(steps, clean, ys, xs, patch, 0), _group(steps, clean, xs, ys, patch, 1)
+    layer, head = (clean[op.node] for op in outputs)
+    activity = layer.new_zeros((len(ys), len(xs)))
+    logits = head.new_zeros((len(ys), len(xs), head.shape[-1]))
+    macs, whole, tables = 0, 0, {}
+    for iy in rows:
+        for ix in cols:
+            planned = _planned(steps, clean, ys[iy], xs[ix], patch)
+            sweep = _Sweep(graph, {s.op.node: s for s in planned}, clean, tables)
+            a, z = _graph_sweep(sweep, planned, outputs, ys[iy], xs[ix], patch, fill, channel,
+                                batch_size or _graph_batch(planned, clean))
+            activity[iy[:, None], ix] = a.view(len(iy), len(ix))
+            logits[iy[:, None], ix] = z.view(len(iy), len(ix), -1)
+            macs += _graph_macs_recomputed(planned, clean) * len(iy) * len(ix)
+            whole = max(whole, _whole_from(planned))
+    return activity.flatten(), logits.flatten(0, 1), round(macs / (len(ys) * len(xs))), _op_name(steps[whole].op)
+
+
+def _classify(graph: ModelGraph, outputs: tuple[Op, Op], clean: dict) -> list[_Step]:
+    """Every op ``outputs`` need, in order, with how the sweep computes it: a convolution or pooling
+    on windows cut from its input, an elementwise op (activation, batch norm, residual sum, channel
+    concatenation) on its inputs' windows, any other op (global pooling, flatten, Linear, a
+    broadcast gate) on whole maps, an op that no occluder changes by its clean value."""
+    needed = {o.node for t in outputs for o in graph.ancestors(t)}
+    steps: dict[fx.Node, _Step] = {}
+    for op in graph.ops:
+        if op.node in needed:
+            steps[op.node] = _classify_op(op, steps, clean)
+    return _fold_batch_norms(steps, outputs[0].node)
+
+
+def _fold_batch_norms(steps: dict[fx.Node, _Step], layer: fx.Node) -> list[_Step]:
+    """A convolution read only by an eval-mode batch norm takes the norm's per-channel affine map
+    into its weight and bias, and the norm passes its output on ("folded"): one pass over the
+    window instead of two (equal up to float rounding). ``layer`` keeps its own value."""
+    readers: dict[fx.Node, list[fx.Node]] = {}
+    for node, step in steps.items():
+        for a in step.inputs:
+            readers.setdefault(a, []).append(node)
+    for node, step in list(steps.items()):
+        after = readers.get(node, [])
+        if step.how != "window" or not isinstance(step.module, nn.Conv2d) or len(after) != 1 or node is layer:
+            continue
+        norm = steps[after[0]]
+        if norm.how == "elementwise" and norm.op.kind == "bn" and type(norm.op.module) is nn.BatchNorm2d:
+            steps[node] = replace(step, folded=_fold(step.module, norm.op.module))
+            steps[norm.op.node] = replace(norm, how="folded")
+    return list(steps.values())
+
+
+def _fold(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weight and bias of ``norm(conv(x))`` as one convolution (eval mode: running statistics)."""
+    scale = torch.rsqrt(norm.running_var + norm.eps)
+    if norm.weight is not None:
+        scale = scale * norm.weight
+    bias = -norm.running_mean * scale if conv.bias is None else (conv.bias - norm.running_mean) * scale
+    if norm.bias is not None:
+        bias = bias + norm.bias
+    return conv.weight * scale[:, None, None, None], bias
+
+
+def _classify_op(op: Op, steps: dict[fx.Node, _Step], clean: dict) -> _Step:
+    node = op.node
+    if op.kind == "input":
+        return _Step(op, "input", ())
+    inputs = tuple(a for a in node.all_input_nodes if a in steps and steps[a].how != "constant")
+    if not inputs:
+        return _Step(op, "constant", ())
+    if _is_map(clean[node]) and all(_is_map(clean[a]) for a in inputs):
+        module = _sliding(op)
+        if module is not None and inputs == (node.args[0],):
+            return _Step(op, "window", inputs, module)
+        if _elementwise(op, clean, inputs):
+            return _Step(op, "elementwise", inputs)
+    return _Step(op, "whole", inputs)
+
+
+def _is_map(value) -> bool:
+    return isinstance(value, torch.Tensor) and value.dim() == 4
+
+
+def _sliding(op: Op) -> nn.Module | None:
+    """The module of a convolution or pooling whose windows the engine can cut out, else None: zero
+    padding for convolutions, padding counted and no rounding up for average pools, and the
+    module's own ``forward`` (a subclass may change the weights first)."""
+    m = maxpool_module(op) if op.kind == "maxpool" else op.module
+    if op.kind == "conv" and type(m).forward is nn.Conv2d.forward:
+        return m if m.padding_mode == "zeros" else None
+    if op.kind == "avgpool" and type(m).forward is nn.AvgPool2d.forward:
+        unpadded = all(g[2] == 0 for g in window_geometry(m))
+        return m if not m.ceil_mode and (m.count_include_pad or unpadded) else None
+    return m if op.kind == "maxpool" and type(m).forward is nn.MaxPool2d.forward else None
+
+
+def _elementwise(op: Op, clean: dict, inputs: tuple[fx.Node, ...]) -> bool:
+    """Whether ``op`` acts position by position on maps of its own size (channels concatenated, not
+    positions), every other tensor it reads being the same at every position (a per-channel scale)."""
+    node = op.node
+    if op.kind not in _ELEMENTWISE or (op.kind == "cat" and node.kwargs.get("dim", (node.args + (0,))[1]) not in (1, -3)):
+        return False
+    if op.kind == "bn" and getattr(op.module, "running_mean", None) is None:  # batch statistics mix positions
+        return False
+    size = clean[node].shape[-2:]
+    constants = [clean[a] for a in node.all_input_nodes if a not in inputs]
+    return (all(clean[a].shape[-2:] == size for a in inputs)
+            and all(not isinstance(c, torch.Tensor) or c.numel() == 1 or (c.dim() >= 2 and c.shape[-2:] == (1, 1))
+                    for c in constants))
+
+
+# ---------------------------------------------------------------- planning windows, per axis
+
+def _planned(steps: list[_Step], clean: dict, ys: torch.Tensor, xs: torch.Tensor, patch: int) -> list[_Step]:
+    """``steps`` with the windows that occluders at rows ``ys`` and columns ``xs`` change."""
+    rows, cols = _place(steps, clean, ys, patch, 0), _place(steps, clean, xs, patch, 1)
+    return [replace(s, spans=(rows[s.op.node], cols[s.op.node])) if s.op.node in rows else s for s in steps]
+
+
+def _place(steps: list[_Step], clean: dict, starts: torch.Tensor, patch: int, axis: int,
+           alone: bool = False) -> dict[fx.Node, _Span]:
+    """Every map's window along ``axis`` for occluders starting at ``starts``: a convolution or
+    pooling grows and strides its input's window, an elementwise op takes the box around its
+    inputs' windows, any other op changes its whole map. ``alone`` sizes each start's window alone."""
+    spans: dict[fx.Node, _Span] = {}
+    for s in steps:
+        out = clean[s.op.node]
+        if s.how == "constant" or not _is_map(out):
+            continue
+        length = out.shape[2 + axis]
+        if s.how == "input":
+            spans[s.op.node] = _Span(starts, patch, length)
+        elif s.how == "window":
+            spans[s.op.node] = _grow(spans[s.inputs[0]], window_geometry(s.module)[axis], length, alone)
+        elif s.how in ("elementwise", "folded"):
+            spans[s.op.node] = _union([spans[a] for a in s.inputs], length, alone)
+        else:
+            spans[s.op.node] = _Span(starts.new_zeros(len(starts)), length, length)
+    return spans
+
+
+def _grow(span: _Span, geometry: tuple[int, int, int, int], length: int, alone: bool) -> _Span:
+    """The outputs of a sliding window (kernel k, stride s, padding p, dilation d) that read ``span``:
+    unit o reads inputs [o*s - p, o*s - p + d*(k - 1)]."""
+    k, s, p, d = geometry
+    reach = d * (k - 1) + 1
+    lo = (-(-(span.start + p - reach + 1) // s)).clamp(min=0)  # ceil division
+    hi = ((span.start + span.size - 1 + p) // s).clamp(max=length - 1)
+    return _placed(lo, hi, length, alone)
+
+
+def _union(spans: list[_Span], length: int, alone: bool) -> _Span:
+    """The box around several windows of one map, per position."""
+    lo = torch.stack([s.start for s in spans]).amin(0)
+    hi = torch.stack([s.start + s.size - 1 for s in spans]).amax(0)
+    return _placed(lo, hi, length, alone)
+
+
+def _placed(lo: torch.Tensor, hi: torch.Tensor, length: int, alone: bool) -> _Span:
+    """One size for every position (the largest count), each window centred on its units and kept in
+    the map; or, ``alone``, each position's own count."""
+    count = (hi - lo + 1).clamp(min=1)
+    if alone:
+        return _Span(lo.clamp(max=length - 1), count, length)
+    size = int(count.max())
+    return _Span((lo + (count - size).div(2, rounding_mode="floor")).clamp(0, length - size), size, length)
+
+
+def _group(steps: list[_Step], clean: dict, starts: torch.Tensor, others: torch.Tensor, patch: int,
+           axis: int) -> list[torch.Tensor]:
+    """Indices of ``starts`` split into at most :data:`_GROUPS` runs whose windows are sized
+    apart, chosen to recompute the fewest multiply-accumulates (:data:`_GROUP_OVERHEAD` for each
+    run): near a border the occluder's field is cut off by the edge of the map, so one size for
+    every start would waste work there."""
+    alone = _place(steps, clean, starts, patch, axis, alone=True)
+    across = _place(steps, clean, others, patch, 1 - axis)
+    convs = [s for s in steps if s.how == "window" and isinstance(s.module, nn.Conv2d)]
+    if not convs or len(starts) < 2:
+        return [torch.arange(len(starts), device=starts.device)]
+    sizes = torch.stack([alone[s.op.node].size for s in convs]).double()  # (convs, starts)
+    weights = sizes.new_tensor([s.module.weight.numel() * across[s.op.node].size for s in convs])
+    n = len(starts)
+    cost = sizes.new_zeros(n + 1, n + 1)  # cost[i, j]: starts i .. j-1 sized together (0 when empty)
+    for i in range(n):
+        widest = sizes[:, i:].cummax(1).values  # (convs, n - i): the largest size of i .. j-1
+        cost[i, i + 1:] = (weights @ widest) * torch.arange(1, n - i + 1, dtype=sizes.dtype)
+    overhead = _GROUP_OVERHEAD * len(steps) * _GROUPS / len(others)  # per run, as the other axis's share
+    cost = cost + torch.full_like(cost, overhead).triu(1) + torch.full_like(cost, math.inf).tril(-1)
+    cuts = [0, *_best_cuts(cost, _GROUPS), n]
+    return [torch.arange(a, b, device=starts.device) for a, b in zip(cuts, cuts[1:]) if b > a]
+
+
+def _best_cuts(cost: torch.Tensor, runs: int) -> list[int]:
+    """The ``runs - 1`` cuts splitting 0 .. n into (up to) ``runs`` runs of least total cost, where
+    ``cost[i, j]`` is that of the run i .. j - 1 (0 when empty), by dynamic programming."""
+    best, back = cost[0], []  # best[j]: the least cost of 0 .. j - 1 in the runs so far
+    for _ in range(runs - 1):
+        best, arg = (best[:, None] + cost).min(0)
+        back.append(arg)
+    cuts, end = [], cost.shape[0] - 1
+    for arg in reversed(back):
+        end = int(arg[end])
+        cuts.append(end)
+    return cuts[::-1]
+
+
+def _whole_from(steps: list[_Step]) -> int:
+    """Index of the first step from which every step recomputes its whole output."""
+    partial = [i for i, s in enumerate(steps) if s.spans is not None and not all(x.whole for x in s.spans)]
+    start = partial[-1] + 1 if partial else 0
+    return next(i for i in range(start, len(steps)) if steps[i].how != "constant")
+
+
+def _op_name(op: Op) -> str:
+    """A module's qualified name, or the traced node's name for a function (``add_7``)."""
+    return str(op.node.target) if op.module is not None else op.node.name
+
+
+# ---------------------------------------------------------------- sweeping one group
+
+def _graph_sweep(sweep: "_Sweep", steps: list[_Step], outputs: tuple[Op, Op], ys, xs, patch: int, fill: float,
+                 channel: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Activity and logits of every (y, x) position of one group in row-major order, ``batch_size``
+    positions at a time, each op recomputing only its planned window."""
+    n_y, n_x = len(ys), len(xs)
+    iy_all = torch.arange(n_y, device=ys.device).repeat_interleave(n_x)
+    ix_all = torch.arange(n_x, device=ys.device).repeat(n_y)
+    last_reader = {a: s.op.node for s in steps for a in s.op.node.all_input_nodes}
+    clean = sweep.clean
+    layer, head = (op.node for op in outputs)
     activity, logits = [], []
-    for begin in range(0, len(top_all), batch_size):
-        top, left = top_all[begin:begin + batch_size, None], left_all[begin:begin + batch_size, None]
-        inside = ((rows >= top) & (rows < top + patch))[:, :, None] & ((cols >= left) & (cols < left + patch))[:, None, :]
-        batch = image.expand(len(top), *image.shape).masked_fill(inside[:, None], fill)
-        values = graph.run(batch.contiguous(memory_format=torch.channels_last), outputs, keep=False)
-        activity.append(values[outputs[0].node][:, channel].sum((1, 2)))
-        logits.append(values[outputs[1].node])
+    for begin in range(0, n_y * n_x, batch_size):
+        env = sweep.start(iy_all[begin:begin + batch_size], ix_all[begin:begin + batch_size])
+        for step in steps:
+            node = step.op.node
+            env[node] = sweep.compute(step, patch, fill)
+            if node is layer:
+                top, left = sweep.origin(step.spans)
+                activity.append(_paste(clean[node][0, channel:channel + 1], env[node][:, channel:channel + 1],
+                                       top, left).sum((1, 2, 3)))
+            for a in node.all_input_nodes:
+                if last_reader.get(a) is node:
+                    del env[a]
+        logits.append(env[head])
     return torch.cat(activity), torch.cat(logits)
 
 
-# ---------------------------------------------------------------- the incremental engine (model.features)
+@dataclass
+class _Sweep:
+    """One batch of occluder positions on its way through the graph: each node's recomputed window."""
+
+    graph: ModelGraph
+    steps: dict[fx.Node, _Step]
+    clean: dict  # the unoccluded image's values, by node
+    tables: dict  # (node, padding value) -> its clean map as rows of channels, built once per sweep
+    iy: torch.Tensor | None = None
+    ix: torch.Tensor | None = None
+    env: dict | None = None
+
+    def start(self, iy: torch.Tensor, ix: torch.Tensor) -> dict:
+        self.iy, self.ix, self.env = iy, ix, {}
+        return self.env
+
+    def origin(self, spans: _Spans) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top row and left column of each position's window."""
+        return spans[0].start[self.iy], spans[1].start[self.ix]
+
+    def compute(self, step: _Step, patch: int, fill: float):
+        if step.how == "constant":
+            return self.clean[step.op.node]
+        if step.how == "input":
+            image = self.clean[step.op.node]
+            return image.new_full((len(self.iy), image.shape[1], patch, patch), fill)
+        if step.how == "folded":
+            return self.env[step.inputs[0]]
+        if step.how == "window":
+            return self._window(step)
+        read = self._cut if step.how == "elementwise" else self._whole
+        args = fx.node.map_arg(step.op.node.args, lambda a: read(a, step.spans))
+        kwargs = fx.node.map_arg(step.op.node.kwargs, lambda a: read(a, step.spans))
+        return self.graph.call(step.op, args, kwargs)
+
+    def _window(self, step: _Step) -> torch.Tensor:
+        """A convolution or pooling on each position's input window, cut with its halo and padding
+        (on the whole map, padded as the layer pads, once the input's window covers it)."""
+        m, x = step.module, step.inputs[0]
+        weight, bias = step.folded or (getattr(m, "weight", None), getattr(m, "bias", None))
+        if _whole_spans(self.steps[x].spans):
+            if isinstance(m, nn.Conv2d):
+                return F.conv2d(self.env[x], weight, bias, m.stride, m.padding, m.dilation, m.groups)
+            return m(self.env[x])
+        (kr, sr, pr, dr), (kc, sc, pc, dc) = window_geometry(m)
+        rows, cols = step.spans
+        top, left = self.origin(step.spans)
+        crop = self._read(x, -math.inf if isinstance(m, nn.MaxPool2d) else 0.0, top * sr - pr,
+                          (rows.size - 1) * sr + dr * (kr - 1) + 1, left * sc - pc, (cols.size - 1) * sc + dc * (kc - 1) + 1)
+        if isinstance(m, nn.Conv2d):
+            return F.conv2d(crop, weight, bias, m.stride, 0, m.dilation, m.groups)
+        if isinstance(m, nn.MaxPool2d):
+            return F.max_pool2d(crop, m.kernel_size, m.stride or m.kernel_size, 0, m.dilation)
+        return F.avg_pool2d(crop, m.kernel_size, m.stride or m.kernel_size, 0, divisor_override=m.divisor_override)
+
+    def _cut(self, node: fx.Node, spans: _Spans):
+        """``node``'s values on the window ``spans``: its own window when they agree, else cut anew."""
+        step = self.steps.get(node)
+        if step is None or step.how == "constant":
+            return self.clean[node]
+        if all(a.size == b.size and torch.equal(a.start, b.start) for a, b in zip(step.spans, spans)):
+            return self.env[node]
+        (top, left), (rows, cols) = self.origin(spans), spans
+        return self._read(node, 0.0, top, rows.size, left, cols.size)
+
+    def _whole(self, node: fx.Node, spans: _Spans | None):
+        """``node``'s whole value for every position: its window pasted into the clean map."""
+        step = self.steps.get(node)
+        if step is None or step.how == "constant":
+            return self.clean[node]
+        if _whole_spans(step.spans):
+            return self.env[node]
+        return _paste(self.clean[node][0], self.env[node], *self.origin(step.spans), torch.channels_last)
+
+    def _read(self, node: fx.Node, pad: float, row0, h: int, col0, w: int) -> torch.Tensor:
+        """Windows (n, C, h, w) of ``node`` from (row0, col0): recomputed values, clean ones, ``pad`` outside the map."""
+        key = (node, pad)
+        if key not in self.tables:
+            self.tables[key] = _table(self.clean[node][0], pad)
+        top, left = self.origin(self.steps[node].spans)
+        return _gather(self.tables[key], self.clean[node].shape[-2:], self.env[node], top, left, row0, h, col0, w)
+
+
+def _whole_spans(spans: _Spans | None) -> bool:
+    return spans is None or all(s.whole for s in spans)
+
+
+def _graph_batch(steps: list[_Step], clean: dict) -> int:
+    """Positions per batch that keep the largest per-position tensor near :data:`BATCH_ELEMENTS` numbers."""
+    largest = 1
+    for step in steps:
+        out = clean[step.op.node]
+        if step.how == "constant" or not isinstance(out, torch.Tensor):
+            continue
+        if step.spans is None:
+            largest = max(largest, out.numel())
+            continue
+        largest = max(largest, out.shape[1] * step.spans[0].size * step.spans[1].size)
+        if step.how == "window":
+            (kr, sr, _, dr), (kc, sc, _, dc) = window_geometry(step.module)
+            rows, cols = step.spans
+            largest = max(largest, clean[step.inputs[0]].shape[1] * ((rows.size - 1) * sr + dr * (kr - 1) + 1)
+                          * ((cols.size - 1) * sc + dc * (kc - 1) + 1))
+    return max(1, BATCH_ELEMENTS // largest)
+
+
+def _graph_macs_recomputed(steps: list[_Step], clean: dict) -> int:
+    """Per-position multiply-accumulates of the graph engine: Conv2d over recomputed windows, Linear layers."""
+    total = 0
+    for step in steps:
+        m, out = step.op.module, clean[step.op.node]
+        if step.how == "constant" or not isinstance(m, (nn.Conv2d, nn.Linear)):
+            continue
+        units = out[0].numel() if step.spans is None else out.shape[1] * step.spans[0].size * step.spans[1].size
+        total += (m.in_features if isinstance(m, nn.Linear) else m.weight[0].numel()) * units
+    return total
+
+
+# ---------------------------------------------------------------- the features engine (model.features)
 
 def _incremental(model: nn.Module, layer, image: torch.Tensor,
                  logits: torch.Tensor) -> tuple[int, list[torch.Tensor]] | None:
@@ -278,16 +672,28 @@ def _recomputable(m: nn.Module) -> bool:
 
 
 def _incremental_sweep(model: nn.Module, index: int, cache: list[torch.Tensor], ys, xs, patch: int, fill: float,
-                       channel: int, ratio: float | None, batch_size: int | None) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Activity and logits of every position, recomputing only what each occluder changes, and
-    the multiply-accumulates per position that took."""
+                       channel: int, ratio: float | None,
+                       batch_size: int | None) -> tuple[torch.Tensor, torch.Tensor, int, str]:
+    """Activity and logits of every position, recomputing only what each occluder changes, the
+    multiply-accumulates per position that took, and the layer from which it recomputed whole maps."""
     modules = list(model.features)
     rows, cols = _plan(modules, cache, ys, patch, 0, ratio), _plan(modules, cache, xs, patch, 1, ratio)
     if batch_size is None:
         largest = max(cache[i].shape[0] * r.in_size * c.in_size for i, (r, c) in enumerate(zip(rows, cols)))
         batch_size = max(1, BATCH_ELEMENTS // largest)
     activity, logits = _sweep(model, modules, cache, ys, xs, rows, cols, patch, fill, index, channel, batch_size)
-    return activity, logits, _macs(model, modules, rows, cols)
+    return activity, logits, _macs(model, modules, rows, cols), _features_whole_from(model, cache, rows, cols)
+
+
+def _features_whole_from(model: nn.Module, cache: list[torch.Tensor], rows: list[_Window], cols: list[_Window]) -> str:
+    """The first layer of ``features`` from which every window is the whole map, else the head."""
+    names = [f"features.{name}" for name, _ in model.features.named_children()]
+    whole = [r.size == out.shape[1] and c.size == out.shape[2] for r, c, out in zip(rows, cols, cache[1:])]
+    partial = [i for i, w in enumerate(whole) if not w]
+    first = partial[-1] + 1 if partial else 0
+    if first < len(names):
+        return names[first]
+    return "avgpool" if isinstance(getattr(model, "avgpool", None), nn.Module) else "classifier"
 
 
 def _plan(modules: list[nn.Module], cache: list[torch.Tensor], starts: torch.Tensor, patch: int, axis: int,
@@ -376,27 +782,29 @@ def _gather(table, size, prev, top, left, row0, h, col0, w) -> torch.Tensor:
     """Input windows (n, C, h, w) starting at (row0, col0): ``prev`` where it was recomputed, the
     cached map elsewhere, the padding value outside the map.
 
-    Works on channels-last rows (one memcpy-like row gather per source), which the convolution
-    and pooling kernels then consume directly.
+    One row gather (channels last, memcpy-like) from the cached rows followed by ``prev``'s, which
+    the convolution and pooling kernels then consume directly.
     """
     n, channels, ph, pw = prev.shape
     height, width = size
     r = row0[:, None] + torch.arange(h, device=row0.device)
     c = col0[:, None] + torch.arange(w, device=row0.device)
     inside = ((r >= 0) & (r < height))[:, :, None] & ((c >= 0) & (c < width))[:, None, :]
-    index = torch.where(inside, r[:, :, None] * width + c[:, None, :], height * width).flatten()
-    out = table.index_select(0, index)
+    index = torch.where(inside, r[:, :, None] * width + c[:, None, :], height * width)
     pr, pc = r - top[:, None], c - left[:, None]
-    in_prev = (((pr >= 0) & (pr < ph))[:, :, None] & ((pc >= 0) & (pc < pw))[:, None, :]).flatten()
-    src = ((torch.arange(n, device=row0.device)[:, None, None] * ph + pr[:, :, None]) * pw + pc[:, None, :]).flatten()[in_prev]
-    out[in_prev] = prev.permute(0, 2, 3, 1).reshape(-1, channels).index_select(0, src)
-    return out.view(n, h, w, channels).permute(0, 3, 1, 2)
+    in_prev = ((pr >= 0) & (pr < ph))[:, :, None] & ((pc >= 0) & (pc < pw))[:, None, :]
+    src = (torch.arange(n, device=row0.device)[:, None, None] * ph + pr[:, :, None]) * pw + pc[:, None, :]
+    index = torch.where(in_prev, len(table) + src, index).flatten()
+    rows = torch.cat([table, prev.permute(0, 2, 3, 1).reshape(-1, channels)])
+    return rows.index_select(0, index).view(n, h, w, channels).permute(0, 3, 1, 2)
 
 
-def _paste(cache: torch.Tensor, window: torch.Tensor, top, left) -> torch.Tensor:
+def _paste(cache: torch.Tensor, window: torch.Tensor, top, left,
+           memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
     """Copies of ``cache`` (C, H, W) with each position's window (inside the map) written in."""
     n, _, h, w = window.shape
-    out = cache.expand(n, *cache.shape).clone()
+    out = torch.empty((n, *cache.shape), dtype=cache.dtype, device=cache.device, memory_format=memory_format)
+    out.copy_(cache.expand(n, *cache.shape))
     r = top[:, None] + torch.arange(h, device=top.device)
     c = left[:, None] + torch.arange(w, device=top.device)
     out[torch.arange(n, device=top.device)[:, None, None], :, r[:, :, None], c[:, None, :]] = window.permute(0, 2, 3, 1)
