@@ -205,3 +205,11 @@ def test_zfnet_scenes_is_not_a_fashion_mnist_run():
         zoo.prepare("zfnet-scenes", "ci")
     with pytest.raises(ValueError, match="no distillation budget"):
         distill.config("paper")
+
+
+def test_chapter_sizes_per_profile():
+    ci, book = distill.sizes("ci"), distill.sizes("book")
+    assert ci.held_out < book.held_out and ci.viz_steps < book.viz_steps and distill.sizes("paper") == book
+    assert book.legibility >= 30  # a paired difference over scenes needs a few dozen to decide
+    with pytest.raises(ValueError, match="unknown profile"):
+        distill.sizes("huge")

@@ -57,9 +57,9 @@ from .scenes import Scenes, objects, scenes
 from .topk import layer_activations, topk_layers
 from .train import DevicePlan, _generator, cpu_name, plan_device
 
-__all__ = ["Config", "CONFIGS", "config", "Labelled", "Result", "student", "untrained", "draw_scenes",
+__all__ = ["Config", "CONFIGS", "config", "Sizes", "SIZES", "sizes", "Labelled", "Result", "student", "untrained", "draw_scenes",
            "label", "distillation_loss", "hint_loss", "fit_student", "distill", "held_out", "resize",
-           "agreement", "agreement_on", "legibility", "layer_legibility", "purity", "layer_purity", "LAYERS"]
+           "agreement", "agreement_on", "legibility", "legibility_scores", "layer_legibility", "purity", "layer_purity", "LAYERS"]
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 _VAL_SEED = 999_983  # the held-out scenes' seed: training chunks use seeds below 10**6 * (seed + 1)
@@ -101,6 +101,30 @@ CONFIGS = {
     # (Sapphire Rapids, bf16); zfkit.zoo.DISTILL_COST. Held-out top-1 agreement with Lite0: 14.6 %.
     "book": Config(),
 }
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much of chapter 12 a profile runs (the student is small; Lite0's feature visualisation is the cost)."""
+
+    held_out: int  # held-out scenes for agreement, top-9 search and purity
+    legibility: int  # scenes whose projections are scored against their object's mask
+    shown: int  # scenes in the figure of projections per layer
+    units: int  # units given a feature visualisation, per network
+    viz_size: int  # Lite0's feature-visualisation side (the student's is its input size)
+    viz_steps: int
+
+
+SIZES = {"ci": Sizes(held_out=24, legibility=4, shown=2, units=2, viz_size=32, viz_steps=8),
+         "book": Sizes(held_out=300, legibility=40, shown=6, units=4, viz_size=128, viz_steps=256)}
+
+
+def sizes(profile: str) -> Sizes:
+    """Chapter 12's sizes for ``profile`` (``paper`` runs the ``book`` sizes)."""
+    name = getattr(profile, "name", profile)
+    if name not in (*SIZES, "paper"):
+        raise ValueError(f"unknown profile {name!r}; choose one of ci, book, paper")
+    return SIZES.get(name, SIZES["book"])
 
 
 def config(profile: str) -> Config:
@@ -401,14 +425,16 @@ def distill(cfg: Config, teacher: nn.Module | None = None, progress: bool = True
 
 # ---------------------------------------------------------------- measurements
 
-def held_out(cfg: Config, n: int, seed: int = _VAL_SEED, classified: bool = True) -> tuple[Scenes, Scenes]:
+def held_out(cfg: Config, n: int, seed: int = _VAL_SEED, classified: bool = True,
+             teacher_size: int | None = None) -> tuple[Scenes, Scenes]:
     """``n`` scenes no training run draws: at the teacher's size, and the same shrunk to the student's
     (masks resampled by area, kept where at least half covered; boxes scaled).
 
-    ``classified=True`` uses only the objects with an ImageNet class, whose names group the top-9 sets.
+    ``classified=True`` uses only the objects with an ImageNet class, whose names group the top-9 sets;
+    ``teacher_size`` overrides ``cfg.teacher_size`` (224 for the analyses that need Lite0's own input size).
     """
-    big = scenes(n, size=cfg.teacher_size, seed=seed, scale=cfg.scale, items=objects(classified=classified))
-    factor = cfg.size / cfg.teacher_size
+    big = scenes(n, size=teacher_size or cfg.teacher_size, seed=seed, scale=cfg.scale, items=objects(classified=classified))
+    factor = cfg.size / big.images.shape[-1]
     masks = F.interpolate(big.masks[:, None].float(), size=(cfg.size, cfg.size), mode="area")[:, 0] >= 0.5
     small = dataclasses.replace(big, images=resize(big.images, cfg.size), masks=masks,
                                 boxes=(big.boxes.float() * factor).round().long())
@@ -467,21 +493,22 @@ def legibility(projections: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return out if projections.dim() == 5 else out[:, 0]
 
 
+def legibility_scores(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, layer: str,
+                      top: int = 8) -> torch.Tensor:
+    """Per image, the mean :func:`legibility` of ``layer``'s deconvnet projections (``mode="max"``) of
+    its ``top`` channels by strongest activation, as Fig. 2 shows a unit's strongest activations."""
+    net = Deconvnet(model)
+    acts = layer_activations(model, images, layer)
+    strongest = acts.flatten(2).amax(2).topk(min(top, acts.shape[1]), dim=1).indices
+    scores = [legibility(net.project(images[i:i + 1], layer, channels=strongest[i].tolist(), mode="max"),
+                         masks[i:i + 1])[0] for i in range(len(images))]
+    return torch.stack([torch.nanmean(s) for s in scores])
+
+
 def layer_legibility(model: nn.Module, images: torch.Tensor, masks: torch.Tensor,
                      layers: Sequence[str] = LAYERS, top: int = 8) -> dict[str, float]:
-    """Mean :func:`legibility` of each layer's deconvnet projections (``mode="max"``): per image, its
-    ``top`` channels by strongest activation, as Fig. 2 shows a unit's strongest activations."""
-    net = Deconvnet(model)
-    out = {}
-    for layer in layers:
-        scores = []
-        acts = layer_activations(model, images, layer)
-        strongest = acts.flatten(2).amax(2).topk(min(top, acts.shape[1]), dim=1).indices
-        for i in range(len(images)):
-            proj = net.project(images[i:i + 1], layer, channels=strongest[i].tolist(), mode="max")
-            scores.append(legibility(proj, masks[i:i + 1])[0])
-        out[layer] = float(torch.nanmean(torch.cat(scores)))
-    return out
+    """Mean :func:`legibility_scores` of each layer over the images."""
+    return {layer: float(torch.nanmean(legibility_scores(model, images, masks, layer, top))) for layer in layers}
 
 
 def purity(indices: torch.Tensor, labels: Sequence, active: torch.Tensor | None = None) -> float:
