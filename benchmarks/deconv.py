@@ -4,7 +4,12 @@ One 224x224 image, every channel of a layer, mode "max", seeded random weights:
 
 - torchvision ``resnet18``: ``layer2`` (128 channels, receptive field 99 px; target >= 10x) and
   ``layer3`` (256 channels, field about the whole image, so the cone saves little; target >= 1.5x);
-- ZFNet-224: ``conv5`` (target >= 10x) and ``conv2``.
+- ZFNet-224: ``conv5`` (target >= 10x) and ``conv2``;
+- torchvision ``efficientnet_b0`` (SiLU, squeeze-excitation gates) ``features.3`` and
+  ``convnext_tiny`` (GELU, LayerNorm, layer scale) ``features.3``, issue #24's modern nets: no
+  target. There Captum computes another projection: it hooks only ``nn.ReLU`` modules and leaves
+  every other activation, gate and norm with its plain gradient, where zfkit applies its policies
+  (``relu(g)`` at SiLU/GELU, gates and σ frozen: :mod:`zfkit.policies`). The table marks those rows.
 
 Captum has no batched mode (its batched form with N copies of the image measured no faster), so
 it is timed on a sample of neurons and its per-neuron time scaled to all channels. Beside each
@@ -32,8 +37,9 @@ from zfkit.graph import model_graph
 from zfkit.topk import layer_activations, topk
 from zfkit.train import cpu_name
 
-CASES = [  # model, layer, target speed-up
+CASES = [  # model, layer, target speed-up (None: none set)
     ("resnet18", "layer2", 10), ("resnet18", "layer3", 1.5), ("zfnet", "conv5", 10), ("zfnet", "conv2", 10),
+    ("efficientnet_b0", "features.3", None), ("convnext_tiny", "features.3", None),
 ]
 SAMPLE = 8  # Captum neurons timed per case
 
@@ -47,8 +53,23 @@ def best_of(fn, repeat: int = 3) -> float:
     return min(times)
 
 
+class _NoModules:
+    """FlopCounterMode's module tracker without its module hooks, which register gradient hooks that
+    ``torch.func.vjp`` (zfkit's replay of a linear step, e.g. ConvNeXt's ``nn.Linear``) cannot run.
+    Only the total is read, so nothing is lost."""
+
+    parents = {"Global"}
+
+    def __enter__(self) -> _NoModules:
+        return self
+
+    def __exit__(self, *args) -> None:
+        return None
+
+
 def flops(fn) -> int:
     counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _NoModules()
     with counter:
         fn()
     return counter.get_total_flops()
@@ -56,14 +77,16 @@ def flops(fn) -> int:
 
 def build(name: str) -> torch.nn.Module:
     torch.manual_seed(0)
-    return (torchvision.models.resnet18() if name == "resnet18" else models.zfnet()).eval()
+    return (models.zfnet() if name == "zfnet" else getattr(torchvision.models, name)(weights=None)).eval()
 
 
 def main() -> None:
     warnings.filterwarnings("ignore", module="captum")
     image = torch.randn(1, 3, 224, 224)
     print(f"CPU: {cpu_name()}, {torch.get_num_threads()} threads\n")
-    print(f"{'model':9} {'layer':7} {'units':>5} {'zfkit s':>8} {'captum s':>9} {'speed-up':>9} {'FLOP bound':>11} {'target':>7}")
+    print(f"{'model':16} {'layer':10} {'units':>5} {'zfkit s':>8} {'captum s':>9} {'speed-up':>9} {'FLOP bound':>11} "
+          f"{'target':>7}")
+    policies = {}
     for name, layer, target in CASES:
         model = build(name)
         deconv = Deconvnet(model)
@@ -81,7 +104,15 @@ def main() -> None:
         theirs = per_neuron * units
         bound = flops(lambda: captum_arithmetic(model, image, module)) * units / flops(
             lambda: deconv.project(image, layer, mode="max"))
-        print(f"{name:9} {layer:7} {units:5} {ours:8.2f} {theirs:9.2f} {theirs / ours:8.1f}x {bound:10.1f}x {target:6}x")
+        policy = deconv.caption(layer)
+        if policy:
+            policies[name] = policy
+        mark = "*" if policy else " "
+        goal = f"{target:6}x" if target is not None else f"{'-':>7}"
+        print(f"{name + mark:16} {layer:10} {units:5} {ours:8.2f} {theirs:9.2f} {theirs / ours:8.1f}x {bound:10.1f}x {goal}")
+    for name, policy in policies.items():
+        print(f"* {name}: not the same projection. Captum hooks only nn.ReLU modules and leaves every other "
+              f"activation, gate and norm with its plain gradient; zfkit: {policy}")
 
     model = build("zfnet")
     data = TensorImages(torch.randn(256, 3, 224, 224), torch.zeros(256, dtype=torch.long), ("x",))

@@ -111,7 +111,7 @@ def test_occlusion_equals_one_forward_pass_per_position(build, layer):
     model, image = build(), dataset().images[0]
     r = zfkit.occlusion(model, image, 3, 16, 8, layer=layer, batch_size=16)
     activity, probs = brute_force(model, image, layer, 16, 8, r.channel)
-    assert r.activity.shape == (7, 7) and r.macs == r.full_macs
+    assert r.activity.shape == (7, 7) and 0 < r.macs <= r.full_macs  # the graph engine recomputes what changed
     assert (r.activity.flatten() - activity).abs().max() <= 1e-5 * activity.abs().max()
     assert (r.prob.flatten() - probs[:, 3]).abs().max() <= 1e-5
     differ = (r.top_class.flatten() != probs.argmax(-1)).nonzero().flatten()  # only where two classes tie

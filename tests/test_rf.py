@@ -33,18 +33,18 @@ def mobilenet_v2():
 
 class _Gated(nn.Module):
     """Zero padding, a convolution, then a squeeze-excitation gate: the gate's global pooling
-    makes every output unit depend on every pixel."""
+    makes every output unit depend on every pixel, also those of the map after it."""
 
     def __init__(self):
         super().__init__()
         self.pad, self.conv = nn.ZeroPad2d(1), nn.Conv2d(1, 4, 3)
         self.squeeze, self.excite = nn.AdaptiveAvgPool2d(1), nn.Conv2d(4, 4, 1)
-        self.fc = nn.Linear(4, 2)
+        self.after, self.fc = nn.Conv2d(4, 4, 3), nn.Linear(4, 2)
 
     def forward(self, x):
         x = self.conv(self.pad(x))
         gated = x * torch.sigmoid(self.excite(self.squeeze(x)))
-        return self.fc(gated.mean((2, 3)))
+        return self.fc(self.after(gated).mean((2, 3)))
 
 
 def test_resnet18_layer2_sees_99_pixels():
@@ -60,7 +60,7 @@ def test_paper_nets_keep_their_fig3_fields():
                 "conv3": (75, 16, 20.0), "conv5": (139, 16, 20.0), "pool5": (171, 32, 36.0),
                 "fc6": (331, 331, 116.0), "fc8": (331, 331, 116.0)}  # fc: the span of pool5's 6x6 units
     for layer, (size, jump, start) in expected.items():
-        assert receptive_field(zf, layer) == ReceptiveField(size, jump, start), layer
+        assert receptive_field(zf, layer) == ReceptiveField(size, jump, start, whole=layer.startswith("fc")), layer
     fields = receptive_fields(zf)
     assert fields[zf.features.conv1] == ReceptiveField(7, 2, 2.0) and fields[zf.classifier.fc7].size == 331
 
@@ -100,7 +100,7 @@ CASES = [
     (resnet18, (3, 96, 96), ["conv1", "maxpool", "layer1", "layer2", "layer2.0.downsample"]),
     (mobilenet_v2, (3, 96, 96), ["features.1", "features.4", "features.7"]),
     (lambda: models.zfnet_mini().eval(), (1, 32, 32), ["conv1", "pool1", "conv3", "fc6"]),
-    (lambda: _Gated().eval(), (1, 16, 16), ["conv", "excite", "fc"]),
+    (lambda: _Gated().eval(), (1, 16, 16), ["conv", "excite", "after", "fc"]),
 ]
 
 
@@ -134,3 +134,33 @@ def test_deconvnet_projections_lie_inside_the_box(build, layer):
             outside = projections[b, j].abs().sum(0)
             outside[max(top, 0):bottom, max(left, 0):right] = 0
             assert projections[b, j].abs().sum() > 0 and outside.max() == 0, (b, j)
+
+
+class _Factorised(nn.Module):
+    """Inception's factorised 7x7: a 1x7 convolution, then a 7x1 one (a field wide, then square)."""
+
+    def __init__(self):
+        super().__init__()
+        self.wide, self.tall = nn.Conv2d(1, 2, (1, 7), padding=(0, 3)), nn.Conv2d(2, 2, (7, 1), stride=2)
+
+    def forward(self, x):
+        return self.tall(torch.relu(self.wide(x)))
+
+
+@pytest.mark.parametrize("size", [(1, 16, 16), (1, 16, 22)])
+def test_a_field_may_differ_between_rows_and_columns(size):
+    """A 1x7 convolution sees 1x7 pixels, a non-square image gives maps that mix more columns: the
+    columns' field rides in ``cols``, and the box is still exactly where gradients reach."""
+    model = _Factorised().eval()
+    wide = receptive_field(model, "wide", size)
+    assert wide.shape == (1, 7) and wide.cols == ReceptiveField(7, 1, 0.0)
+    assert wide.patch(torch.ones(size), 0, 0).shape == (1, 1, 7)
+    assert receptive_field(model, "tall", size).shape == (7, 7)
+    for layer in ("wide", "tall"):
+        field = receptive_field(model, layer, size)
+        h, w = layer_activations(model, torch.zeros(1, *size), layer).shape[-2:]
+        for unit in {(0, 0), (h // 2, w // 2), (h - 1, w - 1), (0, w - 1)}:
+            top, left, bottom, right = field.box(*unit)
+            assert _support(model, layer, unit, size) == (max(top, 0), max(left, 0), min(bottom, size[1]),
+                                                          min(right, size[2])), (layer, unit)
+    assert receptive_fields(model, size)[model.wide].shape == (1, 7)

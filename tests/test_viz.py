@@ -1,5 +1,7 @@
 """Figure helpers: display normalisation, grids, boxes, the Fig. 3 diagram, receptive fields."""
 
+from dataclasses import replace
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -224,3 +226,6 @@ def test_evolution_grid_has_a_column_per_snapshot_and_marks_the_untrained_start(
     assert len(fig.axes) == 3 * len(epochs)
     assert [ax.get_title() for ax in fig.axes[:3]] == ["ep 0\nuntrained", "ep 1", "ep 4"]
     assert [ax.get_ylabel() for ax in fig.axes[::3]] == ["conv1\n#5", "conv1\n#9", "conv1\n#5"]
+    assert fig.get_suptitle() == ""  # the paper's deconvnet: nothing to say
+    silu = replace(evo, policy="deconvnet; SiLU: relu(g); 2 gates frozen")
+    assert viz.draw_evolution([silu]).get_suptitle() == "conv1: deconvnet; SiLU: relu(g); 2 gates frozen"

@@ -29,7 +29,9 @@ class Panel:
     """One feature map's top-k: values, image indices, and (k, C, s, s) projections and patches.
 
     ``projections`` is None for panels made with ``top_projections(..., project=False)`` (patches
-    and labels only, e.g. for measurements over every map of a layer).
+    and labels only, e.g. for measurements over every map of a layer). ``policy`` says how the
+    projections were made where that is not the paper's deconvnet (:meth:`zfkit.deconv.Deconvnet.caption`),
+    so a figure can say it.
     """
 
     layer: str
@@ -39,6 +41,7 @@ class Panel:
     projections: torch.Tensor | None
     patches: torch.Tensor
     labels: torch.Tensor
+    policy: str = ""
 
 
 def top_projections(model: nn.Module, dataset: Dataset, layer: str, channels, k: int = 9,
@@ -70,6 +73,7 @@ def top_projections(model: nn.Module, dataset: Dataset, layer: str, channels, k:
     field = receptive_field(model, layer, size)
     patch = patch if patch is not None else (lambda image, f, y, x: f.patch(image, y, x))
     deconv = Deconvnet(model, rule=rule)
+    policy = deconv.caption(layer) if project else ""
     panels = []
     with eval_mode(model):
         for c in channels:
@@ -77,7 +81,7 @@ def top_projections(model: nn.Module, dataset: Dataset, layer: str, channels, k:
             cut = lambda batch: torch.stack([patch(im, field, int(y), int(x)) for im, y, x in  # noqa: E731
                                              zip(batch, scan.ys[c, :k], scan.xs[c, :k])])
             proj = cut(deconv.project(images[idx], layer, channels=[c], mode="max")[:, 0]) if project else None
-            panels.append(Panel(layer, c, scan.values[c, :k], idx, proj, cut(images[idx]), labels[idx]))
+            panels.append(Panel(layer, c, scan.values[c, :k], idx, proj, cut(images[idx]), labels[idx], policy))
     return panels
 
 
@@ -204,7 +208,8 @@ def label_diversity(panels: list[Panel]) -> float:
 class Evolution:
     """Fig. 4: for each training snapshot and map, the strongest activation over a dataset, projected.
 
-    ``indices`` (E, M) is the winning image per epoch and map; ``projections`` (E, M, C, s, s).
+    ``indices`` (E, M) is the winning image per epoch and map; ``projections`` (E, M, C, s, s);
+    ``policy`` as a :class:`Panel`'s.
     """
 
     layer: str
@@ -213,6 +218,7 @@ class Evolution:
     values: torch.Tensor
     indices: torch.Tensor
     projections: torch.Tensor
+    policy: str = ""
 
     def head(self, n: int) -> "Evolution":
         """The same evolution restricted to its first ``n`` maps (e.g. the few a figure shows)."""
@@ -265,6 +271,7 @@ def evolutions(snapshots: dict[int, nn.Module], dataset: Dataset, channels: dict
     chosen = {layer: [c] if isinstance(c, int) else list(c) for layer, c in channels.items()}
     epochs = sorted(snapshots)
     found = {layer: ([], [], []) for layer in chosen}
+    policies = {}
     for epoch in epochs:
         model = snapshots[epoch]
         scans = topk_layers(model, dataset, list(chosen), k=1, progress=False)
@@ -274,4 +281,6 @@ def evolutions(snapshots: dict[int, nn.Module], dataset: Dataset, channels: dict
             values.append(torch.stack([p.values[0] for p in panels]))
             indices.append(torch.stack([p.indices[0] for p in panels]))
             projections.append(torch.stack([p.projections[0] for p in panels]))
-    return [Evolution(layer, epochs, chosen[layer], *(torch.stack(x) for x in found[layer])) for layer in chosen]
+            policies[layer] = panels[0].policy  # one architecture: every snapshot's is the same
+    return [Evolution(layer, epochs, chosen[layer], *(torch.stack(x) for x in found[layer]), policies[layer])
+            for layer in chosen]

@@ -28,7 +28,7 @@ An op whose geometry zfkit does not know raises ``ValueError`` rather than guess
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -41,25 +41,42 @@ __all__ = ["ReceptiveField", "receptive_field", "receptive_fields", "window_geom
 
 @dataclass(frozen=True)
 class ReceptiveField:
-    """Size, jump and start of a layer's receptive field on the input (square layers)."""
+    """Size, jump and start of a layer's receptive field on the input, along the rows; ``cols`` holds
+    the columns' where they differ (a factorised 1x7 convolution, a non-square input), else None.
+    ``whole``: every unit reads the same span (below a global pooling, e.g. a squeeze-excitation
+    gate), reported with ``jump = size``; the box is then the same for every unit."""
 
     size: int
     jump: int
     start: float
+    cols: ReceptiveField | None = None
+    whole: bool = False
+
+    @property
+    def columns(self) -> ReceptiveField:
+        """The field along the columns (this one for a square field)."""
+        return self if self.cols is None else self.cols
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width) of the field in pixels."""
+        return self.size, self.columns.size
 
     def box(self, y: int, x: int) -> tuple[int, int, int, int]:
         """(top, left, bottom, right), bottom/right exclusive, of unit (y, x); may extend past the image."""
-        half = (self.size - 1) / 2
-        top = int(round(self.start + y * self.jump - half))
-        left = int(round(self.start + x * self.jump - half))
-        return top, left, top + self.size, left + self.size
+        top, left = self._first(y), self.columns._first(x)
+        return top, left, top + self.size, left + self.columns.size
+
+    def _first(self, i: int) -> int:
+        """The first pixel of unit ``i``'s field along this axis."""
+        return int(round(self.start + (0 if self.whole else i * self.jump) - (self.size - 1) / 2))
 
     def patch(self, image: torch.Tensor, y: int, x: int, fill: float = 0.0) -> torch.Tensor:
-        """The (C, size, size) input patch unit (y, x) sees; parts outside the image are ``fill``."""
+        """The (C, height, width) input patch unit (y, x) sees; parts outside the image are ``fill``."""
         if image.dim() != 3:
             raise ValueError(f"patch() takes one image (C, H, W), got shape {tuple(image.shape)}")
         top, left, bottom, right = self.box(y, x)
-        out = image.new_full((image.shape[0], self.size, self.size), fill)
+        out = image.new_full((image.shape[0], *self.shape), fill)
         h, w = image.shape[-2:]
         t, l, b, r = max(top, 0), max(left, 0), min(bottom, h), min(right, w)
         if t < b and l < r:
@@ -112,7 +129,7 @@ class _Axis:
 
     def field(self) -> ReceptiveField:
         size = self.hi - self.lo + 1
-        return ReceptiveField(size, size if self.whole else self.jump, (self.lo + self.hi) / 2)
+        return ReceptiveField(size, size if self.whole else self.jump, (self.lo + self.hi) / 2, whole=self.whole)
 
 
 _Field = tuple[_Axis, _Axis]  # rows, columns
@@ -182,7 +199,7 @@ def _step(op: Op, fields: dict, size) -> _Field | _Unknown | None:
     padding = _padding(op)
     if padding is not None:
         return first[0].shift(padding[2]), first[1].shift(padding[0])
-    if op.kind in ("add", "cat", "scale") and not (op.kind == "cat" and _cat_dim(node) not in (1, -3)):
+    if op.kind in ("add", "cat", "scale", "gate") and not (op.kind == "cat" and _cat_dim(node) not in (1, -3)):
         return _union(inputs, fields, size)
     if op.kind == "linear" or isinstance(op.module, _ADAPTIVE):
         return _mix(inputs, fields, size)
@@ -289,7 +306,8 @@ def _input_size(model: nn.Module, input_size) -> tuple[int, int, int]:
     return tuple(input_size)
 
 
-def _square(name: str, field: _Field | _Unknown | None) -> ReceptiveField:
+def _checked(name: str, field: _Field | _Unknown | None) -> ReceptiveField:
+    """Layer ``name``'s field, or ValueError saying why it has none."""
     if isinstance(field, _Unknown):
         raise ValueError(f"receptive_field cannot tell which input positions {field.op.describe()} in "
                          f"{field.op.where!r} reads, so it cannot follow {name!r} back to the image; the known ops are "
@@ -298,12 +316,13 @@ def _square(name: str, field: _Field | _Unknown | None) -> ReceptiveField:
     if field is None:
         raise ValueError(f"layer {name!r} does not depend on the image's pixels (it returns a size or a constant), "
                          "so it has no receptive field")
+    return _two_axes(field)
+
+
+def _two_axes(field: _Field) -> ReceptiveField:
+    """The rows' field, carrying the columns' where they differ."""
     rows, cols = (ax.field() for ax in field)
-    if rows != cols:
-        raise ValueError(f"the receptive field of {name!r} differs between rows ({rows.size} px, jump {rows.jump}) "
-                         f"and columns ({cols.size} px, jump {cols.jump}); ReceptiveField describes square fields: "
-                         "pass a square input_size")
-    return rows
+    return rows if rows == cols else replace(rows, cols=cols)
 
 
 def receptive_field(model: nn.Module, layer: str | nn.Module,
@@ -311,11 +330,12 @@ def receptive_field(model: nn.Module, layer: str | nn.Module,
     """Receptive field of ``layer`` (a name such as ``"conv5"`` or ``"layer2"``, or a module).
 
     ``input_size`` (C, H, W) defaults to the model's ``in_channels`` and ``input_size``
-    attributes, else 3x224x224; it matters only below ops that mix every position.
+    attributes, else 3x224x224; it matters only below ops that mix every position. A field that
+    differs between rows and columns (Inception's 1x7 convolutions) carries the columns' in ``cols``.
     """
     graph = model_graph(model)
     target = graph.layer(layer)
-    return _square(target.name, _fields(graph, target.op, _input_size(model, input_size))[target.op.node])
+    return _checked(target.name, _fields(graph, target.op, _input_size(model, input_size))[target.op.node])
 
 
 def receptive_fields(model: nn.Module, input_size: tuple[int, int, int] | None = None) -> dict[nn.Module, ReceptiveField]:
@@ -329,7 +349,7 @@ def receptive_fields(model: nn.Module, input_size: tuple[int, int, int] | None =
     found = {}
     for name, calls in graph.outputs.items():
         field = fields.get(graph.ops[calls[0]].node) if len(calls) == 1 else None
-        if isinstance(field, tuple) and field[0].field() == field[1].field():
-            found[graph.model.get_submodule(name)] = field[0].field()
+        if isinstance(field, tuple):
+            found[graph.model.get_submodule(name)] = _two_axes(field)
     return found
 

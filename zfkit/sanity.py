@@ -487,7 +487,9 @@ def _strip(tiles: Sequence[torch.Tensor], gutter: int = 1) -> np.ndarray:
 def draw_rules(panels: dict[str, Sequence], labels: Sequence[str] | None = None, size: float = 0.62) -> Figure:
     """The rules side by side on the same units: per feature map, a row of its top-k image patches
     and one row of projections per rule (``panels``: rule -> :func:`zfkit.gallery.top_projections`
-    of the same maps and scan). Projections are shown signed, each on its own scale, as in Fig. 2."""
+    of the same maps and scan). Projections are shown signed, each on its own scale, as in Fig. 2.
+    Policies beyond the rule itself (SiLU, gates, LayerNorm: each :class:`zfkit.gallery.Panel`'s ``policy``)
+    are listed in the title."""
     rules = list(panels)
     maps = list(zip(*panels.values()))
     if not maps:
@@ -509,4 +511,7 @@ def draw_rules(panels: dict[str, Sequence], labels: Sequence[str] | None = None,
             for i in range(k):
                 axes[top, 0].text(i * (side + 1) + (side - 1) / 2, -1, labels[int(first.labels[i])], fontsize=5,
                                   ha="center", va="bottom")
+    policies = sorted({p.policy for rule, group in panels.items() for p in group if p.policy not in ("", rule)})
+    if policies:
+        fig.suptitle("\n".join(policies), fontsize=6)
     return fig

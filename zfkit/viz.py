@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -146,7 +147,7 @@ def draw_receptive_fields(model: nn.Module, image: torch.Tensor, layers: Sequenc
         rf = receptive_field(model, layer, input_size)
         centre = (sizes[layer] - 1) // 2
         box = rf.box(centre, centre)
-        draw_box(ax, box, colour, label=f"{layer}: {rf.size}x{rf.size} px")
+        draw_box(ax, box, colour, label=f"{layer}: {rf.size}x{rf.columns.size} px")
         low, high = min(low, box[0] - 0.5, box[1] - 0.5), max(high, box[2] - 0.5, box[3] - 0.5)
     ax.set_xlim(low, high)
     ax.set_ylim(high, low)
@@ -272,7 +273,9 @@ def draw_panels(panels: Sequence, ncols: int = 3, size: float = 0.75, labels: Se
     ``panels`` are :class:`zfkit.gallery.Panel` objects; each map becomes one row of the figure. Each
     projection is normalised on its own (its sign and scale are arbitrary), patches are shown as
     mean-subtracted inputs rescaled to their own range. ``sides`` titles the two halves of every
-    row (``None`` leaves them untitled): two grids of grey tiles do not say which is which.
+    row (``None`` leaves them untitled): two grids of grey tiles do not say which is which. A row
+    whose projections are not the paper's pure deconvnet (SiLU, gates, LayerNorm, another rule)
+    says under its title which policy made them (the panel's ``policy``).
     """
     if sides is not None and (len(sides) != 2 or not all(isinstance(s, str) for s in sides)):
         raise ValueError(f"sides must be two titles (left, right), e.g. ('projections', 'patches'), got {sides!r}")
@@ -296,15 +299,21 @@ def draw_panels(panels: Sequence, ncols: int = 3, size: float = 0.75, labels: Se
                         ax.set_title(labels[int(panel.labels[i])], fontsize=5, pad=1)
                 else:
                     ax.axis("off")
-        sub.suptitle(f"{panel.layer} map {panel.channel}", fontsize=8)
+        sub.suptitle(_with_policy(f"{panel.layer} map {panel.channel}", panel.policy), fontsize=8)
     return fig
+
+
+def _with_policy(title: str, policy: str, width: int = 60) -> str:
+    """``title`` and, below it, the policy that made a projection where it is not the paper's deconvnet."""
+    return f"{title}\n{textwrap.fill(policy, width)}" if policy else title
 
 
 def draw_evolution(evolutions: Sequence, size: float = 0.7) -> Figure:
     """Fig. 4's grid: one row per feature map (grouped by layer), one column per training snapshot.
 
     A snapshot at epoch 0 is titled as the untrained start, the column that shows whether a map
-    that looks converged early had anywhere to converge from.
+    that looks converged early had anywhere to converge from. Projections made otherwise than by
+    the paper's deconvnet say how in the figure's title.
     """
     if len(evolutions) == 0:
         raise ValueError("draw_evolution needs at least one zfkit.gallery.Evolution")
@@ -317,6 +326,9 @@ def draw_evolution(evolutions: Sequence, size: float = 0.7) -> Figure:
             if r == 0:
                 axes[r, e].set_title("ep 0\nuntrained" if epoch == 0 else f"ep {epoch}", fontsize=7)
         axes[r, 0].set_ylabel(f"{evo.layer}\n#{evo.channels[m]}", fontsize=6, rotation=0, ha="right", va="center")
+    policies = sorted({f"{evo.layer}: {evo.policy}" for evo in evolutions if evo.policy})
+    if policies:
+        fig.suptitle("\n".join(textwrap.fill(p, 70) for p in policies), fontsize=6)
     return fig
 
 
@@ -355,6 +367,20 @@ def _occlusion_map(ax: Axes, result: OcclusionResult, values: torch.Tensor, imag
     return artist
 
 
+def _occlusion_projection(ax: Axes, result: OcclusionResult) -> None:
+    """Panel (c): the projection with the policy that made it, or, without one, why not (the result's note)."""
+    if result.projection is None:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title("(c) no projection", fontsize=9)
+        note = textwrap.shorten(result.projection_note, 200, placeholder=" …")  # the result holds all of it
+        ax.text(0.5, 0.5, textwrap.fill(note, 32), transform=ax.transAxes, ha="center", va="center", fontsize=5)
+        return
+    show_image(ax, result.projection, "(c) its projection", normalize=True)
+    if result.projection_note:
+        ax.set_xlabel(textwrap.fill(result.projection_note, 32), fontsize=6)
+
+
 def draw_occlusion(result: OcclusionResult, image: torch.Tensor, classes: Sequence[str] | None = None,
                    others: torch.Tensor | None = None, size: float = 1.9) -> Figure:
     """One row of Fig. 7 from a :class:`zfkit.occlusion.OcclusionResult`.
@@ -363,7 +389,8 @@ def draw_occlusion(result: OcclusionResult, image: torch.Tensor, classes: Sequen
     position; the total activity of the strongest feature map; that map's deconv projection
     (and, given ``others`` (K, C, h, w), the same map projected from other images); p(correct
     class); the most probable class with a legend. Maps are placed on the image's pixel frame,
-    each cell at the centre of its occluder.
+    each cell at the centre of its occluder. A projection made otherwise than by the paper's
+    deconvnet says how under it; a result without one (``projection`` None) says why in its place.
     """
     name = (lambda c: classes[c]) if classes is not None else str  # noqa: E731
     height, width = image.shape[-2:]
@@ -377,7 +404,7 @@ def draw_occlusion(result: OcclusionResult, image: torch.Tensor, classes: Sequen
     activity = _occlusion_map(axes[1], result, result.activity, (height, width), cmap="viridis")
     fig.colorbar(activity, ax=axes[1], shrink=0.8).ax.tick_params(labelsize=6)
     axes[1].set_title(f"(b) {result.layer} map {result.channel} activity", fontsize=9)
-    show_image(axes[2], result.projection, f"(c) its projection\n{result.projection_note}".strip(), normalize=True)
+    _occlusion_projection(axes[2], result)
     if others is not None:
         show_image(axes[3], _mosaic(others, math.ceil(math.sqrt(len(others)))), "(c) map on other images")
     prob = _occlusion_map(axes[-2], result, result.prob, (height, width), cmap="viridis", vmin=0, vmax=1)

@@ -239,10 +239,9 @@ class ReceptiveFieldExplorer(Explorer):
         if name != "layer":
             return
         before, after, size = self.fields[old], self.fields[new], self.map_sizes[new]
-        nearest = lambda i: min(max(round((before.start + i * before.jump - after.start) / after.jump), 0), size - 1)  # noqa: E731
-        for axis in ("y", "x"):
+        for axis, was, now in (("y", before, after), ("x", before.columns, after.columns)):
             slider = self.controls[axis]
-            value = nearest(slider.value)
+            value = min(max(round((was.start + slider.value * was.jump - now.start) / now.jump), 0), size - 1)
             slider.max = max(slider.max, size - 1)  # widen first so the value is never clamped twice
             slider.value = value
             slider.max = size - 1
@@ -261,8 +260,9 @@ class ReceptiveFieldExplorer(Explorer):
         size = self.map_sizes[self.layer]
         y, x = self.unit
         left.set_title(f"{self.layer} unit (y={y}, x={x}) of its {size}x{size} map", fontsize=9)
-        viz.show_image(right, self.patch, f"what it sees: {self.field.size}x{self.field.size} px "
-                                          f"(units {self.field.jump} px apart)")
+        rows, cols = self.field, self.field.columns
+        apart = rows.jump if rows.jump == cols.jump else f"{rows.jump}x{cols.jump}"
+        viz.show_image(right, self.patch, f"what it sees: {rows.size}x{cols.size} px (units {apart} px apart)")
         return fig
 
 
