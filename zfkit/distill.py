@@ -94,6 +94,7 @@ class Config:
     precision: str = "auto"  # bf16 autocast where the CPU has bf16 units (zfkit.train.plan_device)
 
 
+#: The distillation budget per profile (``book``: 16,000 scenes, 6 epochs; ``ci``: seconds).
 CONFIGS = {
     "ci": Config(size=64, teacher_size=64, scenes=96, val_scenes=16, chunk=48, epochs=2, batch_size=32,
                  width=0.25, lr=3e-3),
@@ -476,7 +477,7 @@ def agreement_on(model: nn.Module, teacher: nn.Module, images: torch.Tensor, tea
 def legibility(projections: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """The share of each projection's energy on the object's mask, over the mask's share of the image.
 
-    ``projections`` (B, K, C, H, W) (as :meth:`zfkit.Deconvnet.project` returns) or (B, C, H, W);
+    ``projections`` (B, K, C, H, W) (as :meth:`zfkit.deconv.Deconvnet.project` returns) or (B, C, H, W);
     ``masks`` (B, H, W) bool. Energy is the squared signal summed over colour channels. 1 means
     the projection is spread like a uniform one; 1/area share (its maximum) means all of it lies on
     the object. NaN where a projection is all zero (nothing to locate).

@@ -46,7 +46,7 @@ COLOR_CORRELATION = torch.tensor([[0.26, 0.09, 0.02],
                                   [0.27, -0.09, 0.03]])
 PARAMETERIZATIONS = ("fourier", "pixel")
 POSITIONS = ("mean", "centre")
-#: Smallest image side: the jitter (size // 16 pixels) must be at least one pixel.
+#: The smallest image side, so that the jitter (size // 16 pixels) is at least one pixel.
 MIN_SIZE = 16
 ROTATION = 10.0  # degrees either way (lucid: -10..10)
 SCALE = (0.9, 1.1)  # lucid: 1 + (i - 5) / 50 for i in 0..10

@@ -3,7 +3,7 @@
 Each builder hands its measurements to the rule of the Fashion-MNIST chapter that judged the same
 claim first (chapter 3 for Fig. 2, 5 for Fig. 5, 6 for Fig. 7, 9 for §5.2, 10 for the
 randomisation test), with the same claim text, so :func:`compare_with_fashion` can set the two
-settings side by side; :data:`REASONS` says, per claim, what differs between them.
+settings side by side; :data:`zfkit.claims.lite0.REASONS` says, per claim, what differs between them.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def recognised(hits: Sequence[bool]) -> tuple[float, float, bool | None]:
 
 def hierarchy_claims(trained: Mapping, control: Mapping, low: str, high: str) -> list[Verdict]:
     """Fig. 2's caption judged by chapter 3's rules (:func:`zfkit.claims.deconvnet.claims`), from
-    :func:`map_measures` of the trained network and of its untrained control; photos are counted."""
+    :func:`zfkit.imagenet.map_measures` of the trained network and of its untrained control; photos are counted."""
     return deconvnet.claims(trained, control, low=low, high=high, control="Lite0 untrained", counted="photos")
 
 
@@ -114,7 +114,7 @@ def _sees(what: str, top1: Sequence[bool], top5: Sequence[bool]) -> Verdict:
 
 
 def checks(predicted: Sequence[dict], engine: Mapping[str, float], scenes=None) -> list[Verdict]:
-    """The chapter's own checks: the model recognises the photos (:func:`recognised` on :func:`top5`'s
+    """The chapter's own checks: the model recognises the photos (:func:`recognised` on :func:`zfkit.imagenet.top5`'s
     rows) and, given their :class:`zfkit.imagenet.Recognition`, the objects in their ``scenes``; the
     deconvnet engine equals the autograd oracle (``engine``: lowest cosine per layer,
     :func:`zfkit.oracle.agreement`). Show them with :func:`zfkit.results.check_table`."""
@@ -179,7 +179,7 @@ def fashion_verdicts(folder: str | Path, skip: Sequence[str] = ("11_imagenet",))
 
 def compare_with_fashion(claims, fashion: Mapping[str, tuple[str, str]]) -> list[dict]:
     """One row per claim of ``claims`` (a verdict table) that a Fashion-MNIST chapter also judged:
-    both verdicts, whether it changed, and :data:`REASONS`' note on what differs between the settings."""
+    both verdicts, whether it changed, and :data:`zfkit.claims.lite0.REASONS`' note on what differs between the settings."""
     rows = []
     for record in claims.records():
         if record["claim"] in fashion:

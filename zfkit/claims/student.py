@@ -17,9 +17,9 @@ from ..verdicts import decide, share_noise, standard_error
 
 __all__ = ["CHANCE_TOP1", "CHANCE_TOP5", "FAR_ABOVE", "checks"]
 
-#: Chance agreement of two classifiers over ImageNet's 1000 classes: top-1, and a top-5 overlap.
+#: The agreement two unrelated classifiers over ImageNet's 1000 classes reach by chance (top-1, top-5 overlap).
 CHANCE_TOP1, CHANCE_TOP5 = 0.001, 0.005
-#: "Far above chance": ten times chance (ours; issue #23 gives no number).
+#: What "far above chance" means here, ten times chance (ours; issue #23 gives no number).
 FAR_ABOVE = 10
 
 
