@@ -4,8 +4,7 @@ from closed-form per-map measurements."""
 import numpy as np
 import pytest
 
-from zfkit import imagenet
-from zfkit.claims import deconvnet
+from zfkit.claims import deconvnet, lite0
 from zfkit.results import check_table, verdict_table
 from zfkit.verdicts import NOT_TESTABLE
 
@@ -79,7 +78,7 @@ def test_layers_low_high_and_labels_are_arguments_as_chapter_11_needs():
     assert grouping.holds is True and invariance.holds is True
     assert "stage2" in grouping.measured and "stage7" in grouping.measured and "Lite0 untrained" in grouping.note
     assert invariance.measured.startswith("distinct photos in top-9, stage2 → stage7")
-    assert deconvnet.GROUPING == imagenet.GROUPING and deconvnet.INVARIANCE == imagenet.INVARIANCE
+    assert deconvnet.GROUPING == lite0.GROUPING and deconvnet.INVARIANCE == lite0.INVARIANCE
     only = deconvnet.claims(trained, control, low="stage2", high="stage7", layers=["stage7"])[0]
     assert "stage2" not in only.measured
 

@@ -27,7 +27,7 @@ def _agrees(what: str, score: float, n: int, chance: float, measure: str) -> Ver
     noise = share_noise(n, min(max(score, 1 / n), 1 - 1 / n))
     return Verdict.decided(f"The student agrees with Lite0 far above chance on {what}",
                            f"{measure} {score:.1%} over {n} {what} (chance {chance:.1%})",
-                           decide(score, FAR_ABOVE * chance, noise, samples=n), unit=what, source="ours",
+                           decide(score, FAR_ABOVE * chance, noise, samples=n), unit=what,
                            noise=f"binomial over {n} {what}; ± {noise:.3g}",
                            why=f"{FAR_ABOVE} times chance: our reading of 'far above chance'")
 
@@ -39,7 +39,7 @@ def _concentrates(layer: str, trained: Sequence[float], control: Sequence[float]
     return Verdict.decided(f"The student's {layer} projections concentrate on the object more than the untrained net's",
                            f"energy on the mask / mask area, trained minus untrained: {mean:+.2f} ± {se:.2f} over "
                            f"{len(diff)} scenes (trained {np.nanmean(trained):.2f}, untrained {np.nanmean(control):.2f})",
-                           decide(mean, 0.0, se, samples=len(diff)), unit="scenes", source="ours",
+                           decide(mean, 0.0, se, samples=len(diff)), unit="scenes",
                            noise=f"standard error of the paired difference over {len(diff)} scenes; ± {se:.3g}",
                            why="any more concentration than the untrained control: the deconvnet redraws the image's "
                                "edges even with random weights (switches), so the control is the reference")
