@@ -18,6 +18,38 @@ zfkit's for the same projections (both counted by ``torch.utils.flop_counter``; 
 plain autograd its hooks wrap: a forward pass and one unit's input gradient), the speed-up
 that equal arithmetic efficiency would give. Also the top-k scan speed vs the plain forward pass.
 Prints a table naming the CPU; asserts nothing.
+
+Where the bound is lost (issue #25; 2-core Intel Xeon with AVX-512 and AMX, one thread,
+``torch.profiler`` with record_shapes, a shared machine). The bound assumes both sides do their FLOPs
+equally fast; they do not. A plain one-thread ``conv2d`` peaks at 150-160 GFLOP/s here; Captum's batch-1
+pass runs at 65-110 (its maps stay in the 2 MB L2); zfkit walks 64 selections at once, so every
+elementwise step streams a 10-300 MB tensor from memory. Share of the bound = zfkit's rate / Captum's:
+
+- zfnet conv5: 137 GFLOP at 61 GFLOP/s vs Captum's 88: 0.69. Convs 52% of the time at 117 GFLOP/s (plain
+  conv of the same shapes: 120; the sub-pixel conv1, 12 output channels: 0.53 s at 87). The other 1.08 s are
+  passes over (64, 96, 67, 67) windows: zero fills 0.20 s, the ReLU rule 0.18, window/switch gathers 0.11,
+  unpool scatter 0.10, index arithmetic 0.09, paste 0.08.
+- resnet18 layer2: 24.6 GFLOP at 53 vs 100: 0.53. Convs 46% at 114 GFLOP/s (plain: 120). The other 0.25 s:
+  zero fills 56 ms, BN scale and border masks 51, ReLU 35, paste 21, unpool 16, window gathers 16.
+- resnet18 layer3: 336 GFLOP at 55 vs 110: 0.50. Convs 55% at 101 GFLOP/s (plain: 112): (64, 64, 49, 49)
+  windows (39 MB) run at 97 where small ones reach 150; sub-pixel conv1 0.95 s at 75. The other 2.7 s:
+  BN scale and border masks 0.75, ReLU 0.38, zero fills 0.35, unpool 0.17, paste 0.17, gathers 0.15.
+- zfnet conv2: 3.4 GFLOP at 25 vs 65: 0.38. Fixed costs outweigh 13 MFLOP a map: zeroing the 154 MB
+  result is 35% (48 of 137 ms), the transposed conv2 from 1x1 windows runs at 18 GFLOP/s; convs 31%.
+- efficientnet_b0 features.3: 0.82 GFLOP at 10 vs 21: 0.49. Depthwise transposed convs at 5-15 GFLOP/s
+  (plain depthwise conv2d of the same shapes: 6.5-16, memory-bound for both); gates and BN scales 21%, ReLU
+  at SiLU 7%; non-conv 58 of 81 ms.
+- convnext_tiny features.3: 597 GFLOP at 14 vs 60: 0.24. Subnormal floats: torchvision's layer scale
+  starts at 1e-6, so with these random weights the signal away from the unit shrinks 1e-6 a branch (median
+  |g| 1e-29 in stage 1; 2-14% of the nonzero inputs of its Linear backward matmuls are subnormal); those
+  matmuls took 53% at 9-17 GFLOP/s (the same plain mm: 67-99). ``torch.set_flush_denormal(True)`` takes
+  zfkit's 192 maps from 34 to 14 s of CPU and Captum's neuron from 304 to 149 ms (speed-up 1.7x -> 2.1x,
+  0.44 of the bound); an artifact of the 1e-6 initial scale (trained weights not measured). Then,
+  flushed: the ReLU rule on (64, 56, 56, 384) GELU maps 12%, copies for the permutes 12%, frozen-sigma
+  LayerNorm and layer scale 17%. Padding each Linear step's signal by concatenation copied it (16% of the
+  profile; now done only where padding is needed: 37 -> 34 s of CPU). Whole maps from each LayerNorm down
+  cost FLOPs only in stage 2 (a unit's cone covers 19 of 28 rows there, all of stage 1): keeping windows
+  would raise the bound, not the share.
 """
 
 from __future__ import annotations
