@@ -435,16 +435,14 @@ def _load_cached(folder: Path, expected: dict | None = None) -> nn.Module | None
         return None
 
 
-def _train_into(folder: Path, run: Prepared, progress: bool) -> None:
-    """Train in a temporary sibling folder, record the test metrics, then rename it into place."""
+def _build_entry(folder: Path, build: Callable[[Path], dict]) -> None:
+    """Fill a temporary sibling folder with ``build(tmp)`` (which returns the run's record), write the
+    record, then rename the folder into place: an interrupted build never leaves a half entry."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.with_name(f".tmp-{folder.name}-{uuid.uuid4().hex[:8]}")
     try:
-        started = time.perf_counter()
-        result = fit(run.model, run.train, run.val, run.recipe, tmp, progress=progress)
-        minutes = (time.perf_counter() - started) / 60
-        test = evaluate(result.model, run.test, run.recipe.eval_batch_size, ten_crop=run.test_ten_crop)
-        atomic_write_bytes(tmp / RECORD, json.dumps(run_record(run, result.history, test, minutes), indent=1).encode())
+        record = build(tmp)
+        atomic_write_bytes(tmp / RECORD, json.dumps(record, indent=1).encode())
         try:
             os.replace(tmp, folder)
         except OSError:  # another process finished the same entry first: keep theirs
@@ -452,6 +450,18 @@ def _train_into(folder: Path, run: Prepared, progress: bool) -> None:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _train_into(folder: Path, run: Prepared, progress: bool) -> None:
+    """Train in a temporary sibling folder, record the test metrics, then rename it into place."""
+    def build(tmp: Path) -> dict:
+        started = time.perf_counter()
+        result = fit(run.model, run.train, run.val, run.recipe, tmp, progress=progress)
+        minutes = (time.perf_counter() - started) / 60
+        test = evaluate(result.model, run.test, run.recipe.eval_batch_size, ten_crop=run.test_ten_crop)
+        return run_record(run, result.history, test, minutes)
+
+    _build_entry(folder, build)
 
 
 def _distill_config(profile: profiles.Profile, seed: int) -> distill.Config:
@@ -484,21 +494,14 @@ def _load_distilled(name: str, folder: Path, profile: profiles.Profile, seed: in
             print(f"Training {name} (profile {profile.name}) first: {_about(distill_seconds(cfg, threads))} on this "
                   f"machine's {threads} thread{'s' * (threads > 1)} (scaled from a 2-core Intel Xeon, bf16); "
                   f"cached for next time in {folder}.", flush=True)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = folder.with_name(f".tmp-{folder.name}-{uuid.uuid4().hex[:8]}")
-        try:
+
+        def build(tmp: Path) -> dict:
             result = distill.distill(cfg, progress=progress)
             save_checkpoint(tmp / "last", result.model, extra={"config": dataclasses.asdict(cfg)})
-            record = {"name": name, "profile": profile.name, "seed": seed, "about": DISTILLED[name],
-                      "arch": result.model.spec.to_dict(), **result.record(cfg)}
-            atomic_write_bytes(tmp / RECORD, json.dumps(record, indent=1).encode())
-            try:
-                os.replace(tmp, folder)
-            except OSError:  # another process finished the same entry first: keep theirs
-                if not (folder / RECORD).is_file():
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            return {"name": name, "profile": profile.name, "seed": seed, "about": DISTILLED[name],
+                    "arch": result.model.spec.to_dict(), **result.record(cfg)}
+
+        _build_entry(folder, build)
         model = _load_cached(folder)
     return model.eval()
 
