@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from zfkit import distill, models, scenes, zoo
+from zfkit.topk import topk_layers
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -159,6 +160,10 @@ def test_measures_run_on_the_student_and_its_untrained_control(labelled):
     assert set(scores) == {"conv1", "conv5"} and all(v >= 0 for v in scores.values())
     purity = distill.layer_purity(control, small, layers=("conv2",), k=3)
     assert 1 / 3 <= purity["conv2"] <= 1
+    scan = topk_layers(control, small, ["conv2"], k=3, progress=False)  # one scan, grouped two ways
+    assert distill.scan_purity(scan, small) == purity
+    assert distill.scan_purity(scan, small, "background_names") == distill.layer_purity(
+        control, small, layers=("conv2",), k=3, key="background_names")
     agree = distill.agreement_on(net, teacher, small.images, big.images)
     assert agree["n"] == 6 and 0 <= agree["top1"] <= 1
 

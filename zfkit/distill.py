@@ -52,14 +52,14 @@ from tqdm.auto import tqdm
 
 from . import models
 from .deconv import Deconvnet
-from .efficientnet import MEAN, STD
+from .efficientnet import normalize, unnormalize
 from .scenes import Scenes, objects, scenes
 from .topk import layer_activations, topk_layers
 from .train import DevicePlan, _generator, cpu_name, plan_device
 
 __all__ = ["Config", "CONFIGS", "config", "Sizes", "SIZES", "sizes", "Labelled", "Result", "student", "untrained", "draw_scenes",
            "label", "distillation_loss", "hint_loss", "fit_student", "distill", "held_out", "resize",
-           "agreement", "agreement_on", "legibility", "legibility_scores", "layer_legibility", "purity", "layer_purity", "LAYERS"]
+           "agreement", "agreement_on", "legibility", "legibility_scores", "layer_legibility", "purity", "scan_purity", "layer_purity", "LAYERS"]
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 _VAL_SEED = 999_983  # the held-out scenes' seed: training chunks use seeds below 10**6 * (seed + 1)
@@ -159,15 +159,7 @@ def untrained(model: models.ConvNet, seed: int = 0) -> models.ConvNet:
 
 def _pixels(images: torch.Tensor) -> torch.Tensor:
     """Model-space images (Lite0's normalisation) -> uint8 pixels: a quarter of the memory."""
-    m = torch.tensor(MEAN).view(1, 3, 1, 1)
-    s = torch.tensor(STD).view(1, 3, 1, 1)
-    return ((images * s + m) * 255).round().clamp(0, 255).to(torch.uint8)
-
-
-def _normalise(pixels: torch.Tensor) -> torch.Tensor:
-    m = torch.tensor(MEAN).view(1, 3, 1, 1)
-    s = torch.tensor(STD).view(1, 3, 1, 1)
-    return (pixels.float() / 255 - m) / s
+    return (unnormalize(images) * 255).round().to(torch.uint8)
 
 
 def resize(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -361,7 +353,7 @@ def _fit(model: models.ConvNet, data: Labelled, cfg: Config, progress: bool) -> 
         sums = Counter()
         for b in range(steps_per_epoch):
             idx = order[b * bs:(b + 1) * bs]
-            x = _normalise(data.pixels[idx])
+            x = normalize(data.pixels[idx].float() / 255)
             flip = torch.rand(len(idx), generator=g) < 0.5
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
             x = _jitter(x, cfg.jitter, g).contiguous(memory_format=plan.memory_format)
@@ -526,10 +518,14 @@ def purity(indices: torch.Tensor, labels: Sequence, active: torch.Tensor | None 
     return float(np.mean(shares))
 
 
+def scan_purity(scans: dict, images: Scenes, key: str = "object_names") -> dict[str, float]:
+    """:func:`purity` per layer of a :func:`zfkit.topk.topk_layers` scan of ``images`` (Scenes), grouped
+    by ``key`` (``"object_names"`` or ``"background_names"``): one scan can be grouped several ways."""
+    labels = getattr(images, key)
+    return {name: purity(t.indices, labels, active=t.values[:, -1] > 0) for name, t in scans.items()}
+
+
 def layer_purity(model: nn.Module, images: Scenes, layers: Sequence[str] = LAYERS, k: int = 9,
                  key: str = "object_names") -> dict[str, float]:
-    """:func:`purity` of every map's top-``k`` among ``images`` (Scenes), grouped by ``key``
-    (``"object_names"`` or ``"background_names"``), for each layer."""
-    found = topk_layers(model, images, list(layers), k=k, progress=False)
-    labels = getattr(images, key)
-    return {name: purity(t.indices, labels, active=t.values[:, -1] > 0) for name, t in found.items()}
+    """:func:`scan_purity` of ``model``'s top-``k`` scan of ``images`` at ``layers``."""
+    return scan_purity(topk_layers(model, images, list(layers), k=k, progress=False), images, key)

@@ -83,6 +83,7 @@ __all__ = [
     "InvertedResidual",
     "efficientnet_lite0",
     "preprocess",
+    "normalize",
     "unnormalize",
     "convert_reference_state_dict",
     "weights_path",
@@ -382,10 +383,14 @@ def preprocess(image, mean=MEAN, std=STD, resize: int = RESIZE, crop: int = CROP
     if resize < crop:
         raise ValueError(f"resize ({resize}) must be at least crop ({crop})")
     x = _to_float_chw(image)
-    x = F.center_crop(F.resize(x, [resize], antialias=True), [crop, crop]).clamp(0, 1)
-    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-    return (x - m) / s
+    return normalize(F.center_crop(F.resize(x, [resize], antialias=True), [crop, crop]).clamp(0, 1), mean, std)
+
+
+def normalize(pixels: torch.Tensor, mean=MEAN, std=STD) -> torch.Tensor:
+    """Pixels in [0, 1] ((3, H, W) or (N, 3, H, W)) -> the model's input space, ``(x - mean) / std`` per channel."""
+    m = torch.tensor(mean, dtype=pixels.dtype).view(3, 1, 1)
+    s = torch.tensor(std, dtype=pixels.dtype).view(3, 1, 1)
+    return (pixels - m) / s
 
 
 def unnormalize(images: torch.Tensor, mean=MEAN, std=STD) -> torch.Tensor:

@@ -38,7 +38,7 @@ from .claims.lite0 import (FIRST, PENULTIMATE, REASONS, checks, compare_with_fas
                            fashion_verdicts, hierarchy_claims, invariance_claims, occlusion_claims, recognised,
                            sanity_claims, transfer_claim)
 from .data import PHOTOS_JSON, Photos, TensorImages
-from .efficientnet import MEAN, STD, EfficientNetLite0, unnormalize
+from .efficientnet import EfficientNetLite0, normalize, unnormalize
 from .object_occlusion import background_drop, box_mask, object_contrast
 from .viz import contrast, draw_photos, draw_stage_projections
 
@@ -144,12 +144,6 @@ def untrained(seed: int = 0) -> EfficientNetLite0:
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         return EfficientNetLite0().eval()
-
-
-def _normalise(pixels: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(MEAN, dtype=pixels.dtype).view(3, 1, 1)
-    std = torch.tensor(STD, dtype=pixels.dtype).view(3, 1, 1)
-    return (pixels - mean) / std
 
 
 def top5(model: nn.Module, photos: Photos, k: int = 5) -> list[dict]:
@@ -273,7 +267,7 @@ def crops(photos: Photos, count: int, scales: tuple[float, float] = (0.25, 1.0),
         f = min(h, w) / size  # the 224 frame is the centred square, shorter side resized to 224
         y0, x0 = (h - size * f) / 2 + top * f, (w - size * f) / 2 + left * f
         crop = TF.resized_crop(raw, round(y0), round(x0), round(side * f), round(side * f), [size, size], antialias=True)
-        out[i] = _normalise((crop.flip(-1) if flip else crop).clamp(0, 1))
+        out[i] = normalize((crop.flip(-1) if flip else crop).clamp(0, 1))
     return LiteImages(out, boxes[:, 0].clone(), tuple(photos.names), boxes=boxes)
 
 
@@ -288,7 +282,7 @@ def to_lite0(dataset: TensorImages, size: int = 224) -> LiteImages:
     if pixels.dim() != 4 or pixels.shape[1] not in (1, 3):
         raise ValueError(f"to_lite0 takes a batch of grey or RGB images (N, 1|3, H, W), got {tuple(pixels.shape)}")
     pixels = F.interpolate(pixels, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return LiteImages(_normalise(pixels.expand(-1, 3, -1, -1).clamp(0, 1)), dataset.targets.clone(), dataset.classes)
+    return LiteImages(normalize(pixels.expand(-1, 3, -1, -1).clamp(0, 1)), dataset.targets.clone(), dataset.classes)
 
 
 # ---------------------------------------------------------------- single units projected, Fig. 2's patches, hierarchy

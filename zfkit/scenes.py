@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .efficientnet import MEAN, STD, imagenet_classes, unnormalize
+from .efficientnet import MEAN, STD, imagenet_classes, normalize, unnormalize
 from .images import DataNotFoundError, TensorImages, top_k_hits
 
 __all__ = ["OBJECTS_JSON", "RealObject", "Background", "Scenes", "objects", "backgrounds", "compose", "scenes",
@@ -293,10 +293,8 @@ def scenes(n: int, size: int = 224, seed: int = 0, scale: float | tuple[float, f
         boxes.append(box)
         made.append((obj, bg, s, a))
     pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
-    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-    sd = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
     correct = tuple(o.imagenet for o, *_ in made)
-    return Scenes((pixels - m) / sd, torch.tensor([c[0] if c else -1 for c in correct]), imagenet_classes(),
+    return Scenes(normalize(pixels, mean, std), torch.tensor([c[0] if c else -1 for c in correct]), imagenet_classes(),
                   masks=torch.from_numpy(np.stack(masks)), boxes=torch.tensor(boxes, dtype=torch.long),
                   correct=correct, object_names=tuple(o.name for o, *_ in made),
                   background_names=tuple(b.name for _, b, *_ in made), scales=tuple(s for *_, s, _ in made),
