@@ -10,7 +10,9 @@ import torch
 from torch import nn
 
 from zfkit import distill, models, scenes, zoo
+from zfkit.efficientnet import normalize
 from zfkit.topk import topk_layers
+from zfkit.train import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -142,10 +144,32 @@ def test_labelled_scenes_carry_images_logits_and_hint_maps(labelled):
 def test_ci_training_is_deterministic_and_learns(labelled):
     _, data = labelled
     a, b = distill.student(CI), distill.student(CI)
-    ha, hb = distill.fit_student(a, data, CI, progress=False), distill.fit_student(b, data, CI, progress=False)
+    start = {k: v.clone() for k, v in a.state_dict().items()}
+    seen = []
+    ha = distill.fit_student(a, data, CI, progress=False,
+                             on_epoch=lambda e, m: seen.append((e, {k: v.clone() for k, v in m.state_dict().items()})))
+    hb = distill.fit_student(b, data, CI, progress=False)
     assert ha == hb
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     assert not a.training and ha[-1]["kd_loss"] < ha[0]["kd_loss"] * 1.05
+    assert [e for e, _ in seen] == list(range(CI.epochs + 1))  # Fig. 4's snapshots: the start, then each epoch
+    assert all(torch.equal(seen[0][1][k], start[k]) for k in start)
+    assert all(torch.equal(seen[-1][1][k], v) for k, v in a.state_dict().items())
+    assert not torch.equal(seen[1][1]["features.conv1.weight"], start["features.conv1.weight"])
+
+
+def test_teacher_view_pastes_the_object_alone_on_grey():
+    _needs_scenes()
+    drawn = distill.draw_scenes(CI, 3, seed=5)
+    assert distill.teacher_view(drawn, "scene") is drawn.images
+    alone = distill.teacher_view(drawn, "object")
+    inside = drawn.masks[:, None].expand_as(alone)
+    assert torch.equal(alone[inside], drawn.images[inside])  # the object's pixels as drawn
+    grey = normalize(torch.full((1, 3, 1, 1), 0.5)).expand_as(alone)
+    assert torch.equal(alone[~inside], grey[~inside])  # everything else mid-grey
+    assert (drawn.images[~inside] != grey[~inside]).float().mean() > 0.9  # where the wallpaper was
+    with pytest.raises(ValueError, match="'scene' or 'object'"):
+        distill.teacher_view(drawn, "background")
 
 
 def test_measures_run_on_the_student_and_its_untrained_control(labelled):
@@ -185,6 +209,11 @@ def test_zoo_trains_zfnet_scenes_once_then_loads_it_from_the_cache(tmp_path, mon
     assert not again.training and again.spec == first.spec
     assert all(torch.equal(x, y) for x, y in zip(first.state_dict().values(), again.state_dict().values()))
     assert zoo.metrics("zfnet-scenes", "ci")["held_out"] == record["held_out"]
+    snapshots = zoo.checkpoints("zfnet-scenes", "ci")  # Fig. 4: the untrained start, then every epoch
+    assert sorted(snapshots) == list(range(CI.epochs + 1))
+    start, end = (load_checkpoint(snapshots[e]).build() for e in (0, CI.epochs))
+    assert all(torch.equal(x, y) for x, y in zip(start.state_dict().values(), distill.student(CI).state_dict().values()))
+    assert all(torch.equal(x, y) for x, y in zip(end.state_dict().values(), first.state_dict().values()))
 
 
 def test_zoo_retrains_zfnet_scenes_when_its_config_changed(tmp_path, monkeypatch):

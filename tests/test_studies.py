@@ -5,13 +5,18 @@ from dataclasses import asdict
 
 import pytest
 
-from zfkit import ablation, studies
+from zfkit import ablation, filters, studies, zoo
+from zfkit.train import Recipe
 
 
 def test_tasks_cover_every_table3_row_and_table2s_extra_seeds():
-    book = studies.tasks("book")
+    every = studies.tasks("book")
     budget = studies.BUDGETS["book"]
     assert len(budget.table3_seeds) >= 3 and len(budget.table2_seeds) >= 5  # issue #22's minimum
+    pair = [t for t in every if t.row in studies.CLIPPING_ROWS]
+    assert len(budget.clipping_seeds) >= 10 and len(pair) == 2 * len(budget.clipping_seeds)  # >= 10 seeds per arm
+    assert every[-len(pair):] == pair  # the pair runs after the tables
+    book = every[:-len(pair)]
     assert {t.row for t in book} == {r.name for r in ablation.ROWS}
     per_row = {r.name: sorted(t.seed for t in book if t.row == r.name) for r in ablation.ROWS}
     more = dict(budget.more_seeds)
@@ -87,6 +92,26 @@ def test_one_real_ci_run_records_its_provenance(tmp_path):
     assert record["profile"] == "ci" and len(record["val_top1"]) == studies.BUDGETS["ci"].epochs
     assert 0 <= record["test_top1"] <= 100 and record["commit"] and record["cpu"] and record["command"]
     assert isinstance(record["converged"], bool) and record["sizes"]["train"] == studies.BUDGETS["ci"].train_images
+
+
+def test_the_clipping_pair_trains_as_the_zoo_does_and_feeds_fig6(tmp_path):
+    as_zoo = zoo.prepare("zfnet-mini-clip", "ci", seed=1)
+    assert studies.prepared(studies.Task("zfnet-mini-clip", 1), "ci").recipe == as_zoo.recipe
+    studies.run("ci", rows=list(studies.CLIPPING_ROWS), folder=tmp_path, progress=False)
+    records = studies.load(tmp_path, "ci")
+    fig6 = studies.clipping_pair(records, "ci")
+    seeds = list(studies.BUDGETS["ci"].clipping_seeds)
+    assert fig6["seeds"] == seeds and len(fig6["acted"]) == len(fig6["clip"]["max_rms"]) == len(seeds)
+    assert max(fig6["clip"]["max_rms"]) <= Recipe.clip_radius + 1e-6  # clipping bounds every filter's RMS
+    weights = studies.clipping_filters(records, seed=seeds[0])
+    assert weights["clip"].shape == weights["noclip"].shape == as_zoo.model.features.conv1.weight.shape
+    assert fig6["clip"]["top_energy_share"][0] == pytest.approx(filters.top_energy_share(weights["clip"]))
+    for acted, free, clipped in zip(fig6["acted"], fig6["noclip"]["max_rms"], fig6["clip"]["max_rms"]):
+        assert acted or free == clipped  # a pair clipping never touched is one run twice
+        assert acted or free <= Recipe.clip_radius + 1e-6  # it never acted: no filter ever passed the radius
+    (tmp_path / "zfnet-mini-noclip" / f"seed{seeds[-1]}.json").unlink()
+    with pytest.raises(ValueError, match="make studies"):
+        studies.clipping_pair(studies.load(tmp_path, "ci"), "ci")
 
 
 def test_load_names_the_fix_when_nothing_ran(tmp_path):

@@ -34,7 +34,8 @@ The models:
   max-pools) distilled from EfficientNet-Lite0 on generated scenes of photographed objects on
   photographic backgrounds (:mod:`zfkit.distill`, budget :data:`zfkit.distill.CONFIGS`): the
   max-pooling network that has seen natural colour images, for the deconvnet's pictures. Its entry
-  holds ``last`` and ``run.json`` (config, labelling and training seconds, held-out agreement).
+  holds ``last``, an ``epoch_XXX`` snapshot per epoch from the untrained start (``epoch_000``, for
+  Fig. 4; :func:`checkpoints`) and ``run.json`` (config, labelling and training seconds, held-out agreement).
 
 ``profile="paper"`` names ``zfnet`` and ``alexnet`` (ImageNet): too long to train implicitly, they
 load from the cache once ``python -m zfkit train --profile paper --out $ZFKIT_CACHE/paper/zfnet``
@@ -477,16 +478,16 @@ def distill_seconds(cfg: distill.Config, threads: int | None = None) -> float:
 
 
 #: Thread-seconds per 1,000 scenes drawn at 128 px and labelled by Lite0, and per 1,000 scenes of a
-#: student epoch at 96 px (bf16 autocast): the zfnet-scenes book run's record (16,000 scenes: 341 s
-#: labelling, 6 epochs: 339 s) on one thread of a 2-core Intel Xeon (Sapphire Rapids) that other
-#: jobs kept busy, so an upper estimate.
-DISTILL_COST = (21.3, 3.5)
+#: student epoch at 96 px (bf16 autocast): a zfnet-scenes book run (16,000 scenes: 160 s labelling,
+#: 12 epochs: 196 s) on 2 threads of an Intel Xeon with AMX. A CPU without bf16 units takes longer.
+DISTILL_COST = (20.0, 2.05)
 
 
 def _load_distilled(name: str, folder: Path, profile: profiles.Profile, seed: int, progress: bool) -> nn.Module:
     """``zfnet-scenes``: from the cache when its config and architecture still match, else distilled into it."""
     cfg = _distill_config(profile, seed)
-    expected = {"arch": distill.student(cfg).spec.to_dict(), "config": dataclasses.asdict(cfg)}
+    snapshots = list(range(cfg.epochs + 1))  # every epoch's student, the untrained start included (Fig. 4)
+    expected = {"arch": distill.student(cfg).spec.to_dict(), "config": dataclasses.asdict(cfg), "snapshots": snapshots}
     model = _load_cached(folder, expected)
     if model is None:
         if progress and not os.environ.get(HEADLESS_ENV):
@@ -496,10 +497,13 @@ def _load_distilled(name: str, folder: Path, profile: profiles.Profile, seed: in
                   f"cached for next time in {folder}.", flush=True)
 
         def build(tmp: Path) -> dict:
-            result = distill.distill(cfg, progress=progress)
+            def snapshot(epoch: int, model: nn.Module) -> None:
+                save_checkpoint(tmp / f"epoch_{epoch:03d}", model, epoch=epoch)
+
+            result = distill.distill(cfg, progress=progress, on_epoch=snapshot)
             save_checkpoint(tmp / "last", result.model, extra={"config": dataclasses.asdict(cfg)})
             return {"name": name, "profile": profile.name, "seed": seed, "about": DISTILLED[name],
-                    "arch": result.model.spec.to_dict(), **result.record(cfg)}
+                    "arch": result.model.spec.to_dict(), "snapshots": snapshots, **result.record(cfg)}
 
         _build_entry(folder, build)
         model = _load_cached(folder)
