@@ -8,7 +8,9 @@ AlexNet-mini) with 5 (:data:`BUDGETS`), each on the same images for long
 enough that the validation error stops falling (:func:`plateaued` says so per run, from the run's
 own history). It also runs Fig. 6's clipping pair (:data:`CLIPPING_ROWS`, with the zoo's own recipe
 for the pair) over many seeds: 20 short runs whose verdict needs them all, but whose figure needs
-only their first-layer filters, which each record keeps. Every (row, seed) is one JSON file:
+only their first-layer filters, which each record keeps (a pair record's ``budget`` names the study
+it belongs to; its own images and epochs are the zoo's, in ``sizes`` and ``val_top1``). Every
+(row, seed) is one JSON file:
 
     book/results/studies/<row>/seed<k>.json
 
