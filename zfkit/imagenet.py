@@ -202,10 +202,6 @@ def top5_markdown(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-
-
-
-
 def _original(entry: dict) -> torch.Tensor:
     """A photo of ``zfkit/photos.json`` at its full resolution, (3, H, W) in [0, 1]."""
     from PIL import Image
@@ -311,10 +307,6 @@ def outside_field(projection: torch.Tensor, field, y: int, x: int) -> float:
     return float(magnitude[outside].sum() / total) if total > 0 else 0.0
 
 
-
-
-
-
 def unit_patch(image: torch.Tensor, field, y: int, x: int, size: int = 48) -> torch.Tensor:
     """What unit (y, x) sees of ``image`` (C, H, W), at most ``size`` pixels square.
 
@@ -369,15 +361,7 @@ def map_measures(model: nn.Module, dataset: TensorImages, scans: Mapping, k: int
     return measures(model, dataset, scans, k, patch=lambda image, field, y, x: unit_patch(image, field, y, x, size))
 
 
-
-
-# ---------------------------------------------------------------- Fig. 7: occlusion against the boxes
-
-
-
-
-
-
+# ---------------------------------------------------------------- Fig. 7: the class map's legend
 
 def compact_classes(result, classes: Sequence[str]):
     """``result`` with its most-probable-class map renumbered 0..m-1 over the classes present (the
@@ -386,8 +370,6 @@ def compact_classes(result, classes: Sequence[str]):
     lookup = {c: i for i, c in enumerate(present)}
     top = result.top_class.clone().apply_(lambda c: lookup[c])
     return replace(result, top_class=top, target=0), [classes[c] for c in present]
-
-
 
 
 # ---------------------------------------------------------------- Fig. 5: invariance
@@ -401,13 +383,6 @@ def paper_layers(result, first: str = FIRST, last: str = PENULTIMATE):
         raise ValueError(f"the sweep did not measure {missing}; run invariance(..., layers=({first!r}, {last!r}))")
     return replace(result, distance={names[k]: v for k, v in result.distance.items() if k in names},
                    normalized={names[k]: v for k, v in result.normalized.items() if k in names})
-
-
-
-
-# ---------------------------------------------------------------- §5.2: transfer
-
-
 
 
 # ---------------------------------------------------------------- beyond the paper: randomisation by stage
@@ -436,17 +411,3 @@ def grouped_cascade(model: nn.Module, groups: Mapping[str, Sequence[str]], seed:
     for name, layers in groups.items():
         done += list(layers)
         yield name, randomize(model, done, seed)
-
-
-
-
-
-
-# ---------------------------------------------------------------- side by side with Fashion-MNIST
-
-
-
-
-
-
-

@@ -47,7 +47,7 @@ __all__ = ["Budget", "BUDGETS", "Task", "tasks", "prepared", "run", "load", "res
 
 #: The two arms of Table 2's single-model comparison (the Table 3 baselines, with more seeds).
 TABLE2_ROWS = ("zfnet-mini-short", "alexnet-mini-short")
-#: Fig. 6 (a)/(c)'s pair: the same net, start and batches, without and with feature-scale clipping.
+#: The two arms of Fig. 6 (a) and (c), without and with feature-scale clipping (same net, start and batches).
 CLIPPING_ROWS = ("zfnet-mini-noclip", "zfnet-mini-clip")
 #: Test images (paper's pixel range) on which a clipping run counts its dead first-layer maps.
 DEAD_MAP_IMAGES = 2000
@@ -195,7 +195,7 @@ def _train(task: Task, profile: str, progress: bool) -> dict:
             **(_first_layer(result.model, run) if task.row in CLIPPING_ROWS else {}), **_provenance()}
 
 
-def _first_layer(model, run: zoo.Prepared) -> dict:
+def _first_layer(model: "torch.nn.Module", run: zoo.Prepared) -> dict:
     """What Fig. 6 (a)/(c) reads of a clipping run: conv1's filters (exact floats, so two arms can be
     compared for equality) and their energy measures, and the dead conv1 maps on test images."""
     weight = model.features.conv1.weight.detach()
