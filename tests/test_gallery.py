@@ -1,5 +1,7 @@
 """Fig. 2 panels: the projection crop keeps all of the projection; patches are the unit's view."""
 
+import json
+
 import pytest
 import torch
 
@@ -68,3 +70,7 @@ def test_evolution_tracks_snapshots_and_settles():
     settled = evo.settled_epoch()  # epochs 2 and 5 are the same model, so each map settles by epoch 2
     assert all(s in (1, 2) for s in settled)
     assert settled == [1 if evo.indices[0, m] == evo.indices[-1, m] else 2 for m in range(2)]
+    summary = evo.summary()
+    assert summary["settled"] == settled and summary["epochs"] == [1, 2, 5] and summary["maps"] == [0, 3]
+    assert summary["similarity_to_final"][1:] == pytest.approx([1.0, 1.0])  # the final model is epochs 2 and 5
+    json.dumps(summary)  # what a chapter saves

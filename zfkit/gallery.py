@@ -252,6 +252,12 @@ class Evolution:
         flat = self.projections.flatten(2).double()
         return torch.nn.functional.cosine_similarity(flat, flat[-1:].expand_as(flat), dim=2)
 
+    def summary(self) -> dict:
+        """The JSON-able numbers a chapter reports: snapshot ``epochs``, ``maps``, each map's ``settled``
+        epoch and the ``similarity_to_final`` per snapshot, averaged over the maps."""
+        return {"epochs": list(self.epochs), "maps": list(self.channels), "settled": self.settled_epoch(),
+                "similarity_to_final": self.similarity_to_final().mean(1).tolist()}
+
 
 def evolution(snapshots: dict[int, nn.Module], dataset: Dataset, layer: str, channels) -> Evolution:
     """Track maps of ``layer`` across training ``snapshots`` (epoch -> model), as in Fig. 4."""
