@@ -21,13 +21,15 @@ $(STAMP): pyproject.toml
 # Debian's Fashion-MNIST, the photographed objects and backgrounds (zfkit/objects.json names their packages) and
 # Chromium (for the browser test), installed when missing and possible.
 system: $(STAMP)
-	@need="$$($(PY) -m zfkit data --missing)"; \
-	test -x /usr/bin/chromium || need="$$need chromium"; \
-	if [ -n "$${need// /}" ]; then \
+	@need="$$($(PY) -m zfkit data --missing)"; browser=""; \
+	test -x /usr/bin/chromium || browser=chromium; \
+	if [ -n "$${need// /}$$browser" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing Debian packages: $$need"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null; \
-	  else echo "cannot install $$need (needs root and apt-get)"; fi; \
+	    echo "installing Debian packages: $$need $$browser"; \
+	    apt-get update -qq; \
+	    if [ -n "$${need// /}" ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$need >/dev/null; fi; \
+	    if [ -n "$$browser" ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi; \
+	  else echo "cannot install $$need $$browser (needs root and apt-get)"; fi; \
 	fi
 	@$(PY) -m zfkit data
 

@@ -234,6 +234,35 @@ def test_zoo_retrains_zfnet_scenes_when_its_config_changed(tmp_path, monkeypatch
     assert calls == [CI]
 
 
+def test_zoo_retrains_zfnet_scenes_when_the_curated_objects_changed(tmp_path, monkeypatch):
+    """Same config, architecture and snapshots, but learnt from another catalogue of objects: stale."""
+    _needs_scenes()
+    monkeypatch.setenv("ZFKIT_CACHE", str(tmp_path))
+    folder = tmp_path / "ci" / "zfnet-scenes"
+    folder.mkdir(parents=True)
+    record = {"config": dataclasses.asdict(CI), "arch": distill.student(CI).spec.to_dict(),
+              "snapshots": list(range(CI.epochs + 1)), "scenes": "0" * 64}
+    (folder / "run.json").write_text(json.dumps(record))
+    assert scenes.catalogue_digest() != record["scenes"]
+    calls = []
+    monkeypatch.setattr(distill, "distill", lambda cfg, **k: calls.append(cfg) or distill.Result(
+        distill.student(cfg), [], 1.0, 1.0, {"n": 0}))
+    with pytest.warns(RuntimeWarning, match="stale: scenes changed"):
+        zoo.load("zfnet-scenes", "ci", progress=False)
+    assert calls == [CI] and json.loads((folder / "run.json").read_text())["scenes"] == scenes.catalogue_digest()
+
+
+def test_catalogue_digest_follows_what_the_objects_are_not_the_prose(monkeypatch):
+    catalogue = scenes._catalogue()
+    before = scenes.catalogue_digest()
+    catalogue["about"] += " reworded"
+    catalogue["objects"][0]["why"] = "reworded"
+    monkeypatch.setattr(scenes, "_catalogue", lambda: catalogue)
+    assert scenes.catalogue_digest() == before
+    catalogue["objects"][0]["imagenet"] = [1]
+    assert scenes.catalogue_digest() != before
+
+
 def test_zfnet_scenes_is_not_a_fashion_mnist_run():
     with pytest.raises(ValueError, match="distilled from EfficientNet-Lite0"):
         zoo.prepare("zfnet-scenes", "ci")

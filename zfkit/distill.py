@@ -96,7 +96,7 @@ class Config:
     width: float = 1.0
     dropout: float = 0.3
     scale: tuple[float, float] = (0.35, 0.8)  # the object's longer side as a share of the frame
-    all_objects: bool = True  # every photographed object (344), not only those with an ImageNet class
+    all_objects: bool = True  # every photographed object (352), not only those with an ImageNet class
     seed: int = 0
     precision: str = "auto"  # bf16 autocast where the CPU has bf16 units (zfkit.train.plan_device)
     teacher_view: str = "object"  # what Lite0 labels: the scene's "object" alone on grey, or the whole "scene"

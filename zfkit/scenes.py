@@ -4,8 +4,10 @@ The paper's occlusion, invariance and correspondence experiments ask where the *
 ImageNet photos that needs hand-drawn boxes; here the objects come cut out already:
 
 - :func:`objects` — the photographs among Debian ``tuxpaint-stamps-default``'s stamps (GPL-2),
-  each with its alpha channel as an exact mask and the set of ImageNet classes that count as
-  correct, curated by hand in ``zfkit/objects.json``;
+  each with its alpha channel as an exact mask, and a few studio photos on plain white from Debian
+  ``gcompris-qt-data`` (public domain or CC0), cut along their background
+  (:func:`zfkit.cutout.plain_background_mask`); each with the set of ImageNet classes that count
+  as correct, curated by hand in ``zfkit/objects.json``;
 - :func:`backgrounds` — photographic wallpapers from Debian ``mate-backgrounds`` and
   ``plasma-workspace-wallpapers`` that hold no ImageNet object of their own;
 - :func:`compose` pastes one object on one background at a chosen scale, place and angle;
@@ -30,11 +32,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .cutout import plain_background_mask
 from .efficientnet import MEAN, STD, imagenet_classes, normalize, unnormalize
 from .images import DataNotFoundError, TensorImages, top_k_hits
+from .qt_resource import read_member
 
 __all__ = ["OBJECTS_JSON", "RealObject", "Background", "Scenes", "objects", "backgrounds", "compose", "scenes",
-           "mask_symmetry", "missing_packages"]
+           "mask_symmetry", "missing_packages", "catalogue_digest"]
 
 OBJECTS_JSON = Path(__file__).with_name("objects.json")
 #: Background photos are decoded once at this longest side: scenes are 224 pixels or less.
@@ -78,11 +82,21 @@ def _catalogue() -> dict:
     return json.loads(OBJECTS_JSON.read_text(encoding="utf8"))
 
 
+def catalogue_digest() -> str:
+    """A SHA-256 of what the curated objects and backgrounds are (files, hashes, classes, cut), not of the prose:
+    a model distilled on scenes records it, so a changed catalogue makes its cache entry stale."""
+    catalogue = _catalogue()
+    keep = ("file", "member", "sha256", "imagenet", "background_tolerance")
+    content = {"objects": [{k: e[k] for k in keep if k in e} for e in catalogue["objects"]],
+               "backgrounds": [{k: e[k] for k in ("file", "sha256")} for e in catalogue["backgrounds"]]}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
 def missing_packages() -> list[str]:
     """The Debian packages whose catalogued files are not on this machine (what ``make setup`` installs)."""
     catalogue = _catalogue()
-    stamps = catalogue["stamps"]
-    files = [(Path(stamps["root"]) / e["file"], stamps["package"]) for e in catalogue["objects"]]
+    files = [(_object_path(e, catalogue["stamps"]), e.get("package", catalogue["stamps"]["package"]))
+             for e in catalogue["objects"]]
     files += [(Path(e["file"]), e["package"]) for e in catalogue["backgrounds"]]
     return sorted({package for path, package in files if not path.is_file()})
 
@@ -92,14 +106,17 @@ def _missing(path: Path, package: str) -> DataNotFoundError:
                              f"`sudo apt-get install {package}` (`make setup` does this when run as root)")
 
 
+def _checked(raw: bytes, where: str | Path, sha256: str) -> bytes:
+    if hashlib.sha256(raw).hexdigest() != sha256:
+        warnings.warn(f"{where} differs from the file that was curated (SHA-256); its classes or mask may not fit",
+                      stacklevel=3)
+    return raw
+
+
 def _read(path: Path, package: str, sha256: str) -> bytes:
     if not path.is_file():
         raise _missing(path, package)
-    raw = path.read_bytes()
-    if hashlib.sha256(raw).hexdigest() != sha256:
-        warnings.warn(f"{path} differs from the file that was curated (SHA-256); its classes or mask may not fit",
-                      stacklevel=3)
-    return raw
+    return _checked(path.read_bytes(), path, sha256)
 
 
 def _decode(raw: bytes, mode: str) -> np.ndarray:
@@ -114,18 +131,36 @@ def _decode(raw: bytes, mode: str) -> np.ndarray:
         return np.asarray(im).copy()
 
 
+def _object_path(entry: dict, stamps: dict) -> Path:
+    """A stamp's file is relative to the stamps' root; an object from another package names its file whole."""
+    return Path(entry["file"]) if "package" in entry else Path(stamps["root"]) / entry["file"]
+
+
+def _object_rgba(entry: dict, stamps: dict) -> np.ndarray:
+    """The entry's (H, W, 4) uint8 pixels: a stamp's own alpha, or a studio photo cut along its plain background."""
+    path, package = _object_path(entry, stamps), entry.get("package", stamps["package"])
+    if "member" not in entry:
+        return _decode(_read(path, package, entry["sha256"]), "RGBA")
+    if not path.is_file():
+        raise _missing(path, package)
+    rgb = _decode(_checked(read_member(path, entry["member"]), f"{path}:{entry['member']}", entry["sha256"]), "RGB")
+    alpha = plain_background_mask(rgb, tolerance=entry["background_tolerance"]).astype(np.uint8) * 255
+    return np.dstack([rgb, alpha])
+
+
 @lru_cache(maxsize=1)
 def _all_objects() -> tuple[RealObject, ...]:
     catalogue = _catalogue()
     stamps = catalogue["stamps"]
-    root = Path(stamps["root"])
     out = []
     for entry in catalogue["objects"]:
-        rgba = _decode(_read(root / entry["file"], stamps["package"], entry["sha256"]), "RGBA")
+        rgba = _object_rgba(entry, stamps)
         ys, xs = np.nonzero(rgba[..., 3] >= 128)
         rgba = rgba[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
-        out.append(RealObject(entry["name"], entry["file"], rgba[..., :3].copy(), rgba[..., 3].copy(),
-                              tuple(entry["imagenet"]), stamps["licence"], stamps["attribution"]))
+        name = f"{entry['file']}:{entry['member']}" if "member" in entry else entry["file"]
+        out.append(RealObject(entry["name"], name, rgba[..., :3].copy(), rgba[..., 3].copy(),
+                              tuple(entry["imagenet"]), entry.get("licence", stamps["licence"]),
+                              entry.get("attribution", stamps["attribution"])))
     return tuple(out)
 
 

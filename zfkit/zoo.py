@@ -66,6 +66,7 @@ from .profiles import HEADLESS_ENV
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .storage import atomic_write_bytes, cache_dir
 from .train import Recipe, cpu_name, evaluate, fit
+from .scenes import catalogue_digest
 
 __all__ = ["load", "metrics", "checkpoints", "prepare", "Prepared", "cache_dir", "entry_dir", "training_seconds",
            "training_notice", "NAMES", "PAPER_NAMES", "DISTILLED"]
@@ -487,7 +488,8 @@ def _load_distilled(name: str, folder: Path, profile: profiles.Profile, seed: in
     """``zfnet-scenes``: from the cache when its config and architecture still match, else distilled into it."""
     cfg = _distill_config(profile, seed)
     snapshots = list(range(cfg.epochs + 1))  # every epoch's student, the untrained start included (Fig. 4)
-    expected = {"arch": distill.student(cfg).spec.to_dict(), "config": dataclasses.asdict(cfg), "snapshots": snapshots}
+    expected = {"arch": distill.student(cfg).spec.to_dict(), "config": dataclasses.asdict(cfg), "snapshots": snapshots,
+                "scenes": catalogue_digest()}  # the objects and backgrounds it learnt from
     model = _load_cached(folder, expected)
     if model is None:
         if progress and not os.environ.get(HEADLESS_ENV):
@@ -503,7 +505,8 @@ def _load_distilled(name: str, folder: Path, profile: profiles.Profile, seed: in
             result = distill.distill(cfg, progress=progress, on_epoch=snapshot)
             save_checkpoint(tmp / "last", result.model, extra={"config": dataclasses.asdict(cfg)})
             return {"name": name, "profile": profile.name, "seed": seed, "about": DISTILLED[name],
-                    "arch": result.model.spec.to_dict(), "snapshots": snapshots, **result.record(cfg)}
+                    "arch": result.model.spec.to_dict(), "snapshots": snapshots, "scenes": expected["scenes"],
+                    **result.record(cfg)}
 
         _build_entry(folder, build)
         model = _load_cached(folder)
