@@ -25,6 +25,7 @@ import torch
 
 from .efficientnet import imagenet_classes, preprocess, unnormalize
 from .images import DataNotFoundError, TensorImages, top_k_hits
+from .gcompris import UnlabelledPhotos, unlabelled_photos
 from .scenes import Background, RealObject, Scenes, backgrounds, objects, scenes
 
 __all__ = [
@@ -40,6 +41,8 @@ __all__ = [
     "DataNotFoundError",
     "photos",
     "Photos",
+    "unlabelled_photos",
+    "UnlabelledPhotos",
     "objects",
     "RealObject",
     "backgrounds",
