@@ -30,11 +30,11 @@ The recipe, each part for a reason:
   grid). Thousands of numbers per scene instead of one distribution: far more signal per labelled
   scene, and it tells conv5 *where* things are, which is what a projection shows. Weighted 30
   against the soft-target loss: measured on the book's 16,000 scenes x 12 epochs (300 held-out
-  scenes, legibility on 40 of them, 140 GCompris photos), hint weights 1 / 3 / 10 / 30 / 100 gave
-  held-out top-1 agreement 16.7 / 20.0 / 25.3 / 25.0 / 26.0 %, conv5 legibility 1.52 / 1.65 /
-  1.47 / 2.01 / 1.98 (untrained 1.98, ± about 0.2) and top-5 overlap on the photos – / – / 4.4 /
-  3.1 / 3.6 %. The weight was chosen on the same held-out scenes the book reports (a mild selection
-  bias). Swapping each training scene's background for another wallpaper (half the time; the
+  scenes, legibility on 40 of them), hint weights 1 / 3 / 10 / 30 / 100 gave held-out top-1
+  agreement 16.7 / 20.0 / 25.3 / 25.0 / 26.0 % and conv5 legibility 1.52 / 1.65 / 1.47 / 2.01 /
+  1.98 (untrained 1.98, ± about 0.2); top-5 overlap on 140 of the GCompris photos was 4.4 / 3.1 /
+  3.6 % at 10 / 30 / 100. The weight was chosen on the same held-out scenes the book reports (a
+  mild selection bias). Swapping each training scene's background for another wallpaper (half the time; the
   teacher saw the object alone, so its label still holds) changed nothing (top-1 15.3 %, conv5 1.44).
 - **conv1 starts small and learns by SGD** (``conv1_init`` x He's std; ``conv1_sgd``): Adam scales
   each weight's step by its own gradient RMS, which whitens a first-layer filter's update into
@@ -129,7 +129,7 @@ class Sizes:
     units: int  # units given a feature visualisation, per network
     viz_size: int  # Lite0's feature-visualisation side (the student's is its input size)
     viz_steps: int
-    photos: int | None = None  # GCompris photographs added to the real-photo agreement (None: all 139)
+    photos: int | None = None  # GCompris photographs added to the real-photo agreement (None: all 244)
 
 
 SIZES = {"ci": Sizes(held_out=24, legibility=4, shown=2, units=2, viz_size=32, viz_steps=8, photos=8),

@@ -1,7 +1,8 @@
 """Whole photographs from Debian ``gcompris-qt-data``: a real-photo test set for comparing two models.
 
-GCompris' sorting game ships 140 photographs (139 with their licence stated) (fish in the sea, monuments, tools, wind and solar
-plants, household things), each public domain or CC0 with its author named in the folder's README.
+GCompris' games ship a few hundred photographs: fish, monuments, tools, power plants and household
+things in its sorting game, wild and farm animals, the world's monuments. Each has its licence
+and author in a README beside it (public domain, CC0 or CC-BY-SA, mostly from Wikimedia Commons).
 They are not curated with ImageNet classes (many show things ImageNet has no class for, and a
 photo of a reef holds several): :func:`unlabelled_photos` serves where no label is needed, such as
 whether a distilled student says what its teacher says on photos no scene was composed from.
@@ -20,36 +21,69 @@ from .efficientnet import imagenet_classes, preprocess, unnormalize
 from .images import DataNotFoundError, TensorImages
 from .qt_resource import members, read_member
 
-__all__ = ["PACKAGE", "CATEGORIZATION", "FOLDERS", "UnlabelledPhotos", "credits", "unlabelled_photos"]
+__all__ = ["PACKAGE", "RESOURCES", "COLLECTIONS", "UnlabelledPhotos", "credits", "unlabelled_photos"]
 
 PACKAGE = "gcompris-qt-data"
-CATEGORIZATION = Path("/usr/share/gcompris-qt/rcc/categorization.rcc")
-_IMAGES = "gcompris/src/activities/categorization/resource/images/"
-#: The folders that hold photographs (the game's others are drawn letters and digits).
-FOLDERS = ("fishes", "monuments", "others", "renewable", "tools")
+RESOURCES = Path("/usr/share/gcompris-qt/rcc")
+_ACTIVITIES = "gcompris/src/activities/"
+_SORTING = _ACTIVITIES + "categorization/resource/images/"
+#: The package's folders of photographs: name -> (resource file, folder inside it). Checked by eye on
+#: contact sheets; the games' other folders hold drawings, letters, maps or paintings.
+COLLECTIONS = {
+    "fishes": ("categorization.rcc", _SORTING + "fishes/"),  # fish in the sea and in aquariums
+    "monuments": ("categorization.rcc", _SORTING + "monuments/"),
+    "others": ("categorization.rcc", _SORTING + "others/"),  # household things, a chair, an igloo
+    "renewable": ("categorization.rcc", _SORTING + "renewable/"),  # wind, solar and water power plants
+    "tools": ("categorization.rcc", _SORTING + "tools/"),
+    "animals": ("erase.rcc", _ACTIVITIES + "erase/resource/"),  # wild and farm animals, 1920 x 1080
+    "world_animals": ("explore_world_animals.rcc", _ACTIVITIES + "explore_world_animals/resource/animals/"),
+    "farm_animals": ("explore_farm_animals.rcc", _ACTIVITIES + "explore_farm_animals/resource/animals/"),
+    "world_monuments": ("explore_monuments.rcc", _ACTIVITIES + "explore_monuments/resource/"),
+}
 
 
-def credits(member: str, resource: Path = CATEGORIZATION) -> dict[str, str]:
-    """The README entry (Copyright, License, Source) that names ``member``'s file, from the README beside it."""
-    folder, name = member.rsplit("/", 1)
-    readme = read_member(resource, f"{folder}/README").decode("utf8")
+def _named_in(readme: str, name: str) -> dict[str, str] | None:
+    """The fields of the README block whose ``Files:`` list holds ``name`` (fields may come after the list)."""
     for block in readme.split("\n\n"):
-        if "Files:" in block and name in block.split("Files:", 1)[1].split():
-            return {key.strip(): value.strip() for key, value in
-                    (line.split(":", 1) for line in block.split("Files:", 1)[0].splitlines() if ":" in line)}
-    raise KeyError(f"{folder}/README names no file {name!r}")
+        fields, files, key = {}, [], None
+        for line in block.splitlines():
+            head, colon, value = line.partition(":")
+            if colon and head.strip() and " " not in head.strip():
+                key = head.strip()
+                fields[key] = value.strip()
+                if key == "Files":
+                    files += value.split()
+            elif key == "Files":
+                files += line.split()
+        if name in files:
+            return {key: value for key, value in fields.items() if key != "Files"}
+    return None
+
+
+def credits(resource: str | Path, member: str) -> dict[str, str]:
+    """The README entry (Copyright, License, Source) that names ``member``: GCompris keeps a README in the
+    file's folder or in one above it, naming the file by its path from there."""
+    parts = member.split("/")
+    inside = set(members(resource))
+    for cut in range(len(parts) - 1, 0, -1):
+        readme = "/".join(parts[:cut]) + "/README"
+        if readme in inside:
+            found = _named_in(read_member(resource, readme).decode("utf8"), "/".join(parts[cut:]))
+            if found is not None:
+                return found
+    raise KeyError(f"no README in {resource} names the file {member!r}")
 
 
 @dataclass
 class UnlabelledPhotos(TensorImages):
     """Photographs preprocessed for EfficientNet-Lite0 (N, 3, 224, 224), without labels (``targets`` all -1).
 
-    ``names`` are the files' names, ``folders`` the game's categories; ``licences`` and ``authors``
-    come from the READMEs in the package.
+    ``names`` are the files' names, ``collections`` the :data:`COLLECTIONS` they come from; ``licences``
+    and ``authors`` come from the READMEs in the package.
     """
 
     names: tuple[str, ...] = ()
-    folders: tuple[str, ...] = ()
+    collections: tuple[str, ...] = ()
     licences: tuple[str, ...] = ()
     authors: tuple[str, ...] = ()
 
@@ -58,31 +92,41 @@ class UnlabelledPhotos(TensorImages):
         return unnormalize(self.images if images is None else images)
 
 
-def unlabelled_photos(folders: tuple[str, ...] = FOLDERS, resource: Path = CATEGORIZATION) -> UnlabelledPhotos:
-    """Every photograph in ``folders`` of GCompris' categorization resource whose licence a README states,
-    in file order, shorter side resized to 224 and centre-cropped (:func:`zfkit.efficientnet.preprocess`)."""
+def _resource(file: str, root: Path) -> Path:
+    path = Path(root) / file
+    if not path.is_file():
+        raise DataNotFoundError(f"{path} is missing: it comes with the Debian package {PACKAGE}. Install it with "
+                                f"`sudo apt-get install {PACKAGE}` (`make setup` does this when run as root)")
+    return path
+
+
+def unlabelled_photos(collections: tuple[str, ...] = tuple(COLLECTIONS), limit: int | None = None,
+                      root: Path = RESOURCES) -> UnlabelledPhotos:
+    """The photographs of ``collections`` whose licence a README states, collection by collection in file
+    order, at most ``limit`` of them; shorter side resized to 224 and centre-cropped
+    (:func:`zfkit.efficientnet.preprocess`)."""
     from PIL import Image
 
-    unknown = sorted(set(folders) - set(FOLDERS))
-    if unknown or not folders:
-        raise ValueError(f"unknown folder(s) {unknown}; choose from {', '.join(FOLDERS)}")
-    if not Path(resource).is_file():
-        raise DataNotFoundError(f"{resource} is missing: it comes with the Debian package {PACKAGE}. Install it with "
-                                f"`sudo apt-get install {PACKAGE}` (`make setup` does this when run as root)")
-    chosen = [m for m in members(resource)
-              if m.startswith(_IMAGES) and m.endswith(".webp") and m[len(_IMAGES):].split("/")[0] in folders]
-    images, about, kept = [], [], []
-    for member in chosen:
-        try:
-            about.append(credits(member, resource))
-        except KeyError:  # no README names it (upstream misspells one file): its licence is unstated, leave it out
-            continue
-        with Image.open(io.BytesIO(read_member(resource, member))) as im:
-            images.append(preprocess(im.convert("RGB")))
-        kept.append(member)
-    chosen = kept
-    return UnlabelledPhotos(torch.stack(images), torch.full((len(chosen),), -1), imagenet_classes(),
-                            names=tuple(m.rsplit("/", 1)[1] for m in chosen),
-                            folders=tuple(m[len(_IMAGES):].split("/")[0] for m in chosen),
-                            licences=tuple(a.get("License", "") for a in about),
-                            authors=tuple(a.get("Copyright", "") for a in about))
+    unknown = sorted(set(collections) - set(COLLECTIONS))
+    if unknown or not collections:
+        raise ValueError(f"unknown collection(s) {unknown}; choose from {', '.join(COLLECTIONS)}")
+    images, about = [], []
+    for collection in collections:
+        file, folder = COLLECTIONS[collection]
+        resource = _resource(file, root)
+        for member in (m for m in members(resource) if m.startswith(folder) and m.endswith(".webp")):
+            if limit is not None and len(images) >= limit:
+                break
+            try:
+                licence = credits(resource, member)
+            except KeyError:  # upstream misspells one file's name: its licence is unstated, so it is left out
+                continue
+            with Image.open(io.BytesIO(read_member(resource, member))) as im:
+                images.append(preprocess(im.convert("RGB")))
+            about.append((member.rsplit("/", 1)[1], collection, licence))
+    if not images:
+        raise ValueError(f"no photographs in {collections} (limit {limit})")
+    return UnlabelledPhotos(torch.stack(images), torch.full((len(images),), -1), imagenet_classes(),
+                            names=tuple(a[0] for a in about), collections=tuple(a[1] for a in about),
+                            licences=tuple(a[2].get("License", "") for a in about),
+                            authors=tuple(a[2].get("Copyright", "") for a in about))
