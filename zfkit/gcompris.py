@@ -27,8 +27,8 @@ PACKAGE = "gcompris-qt-data"
 RESOURCES = Path("/usr/share/gcompris-qt/rcc")
 _ACTIVITIES = "gcompris/src/activities/"
 _SORTING = _ACTIVITIES + "categorization/resource/images/"
-#: The package's folders of photographs: name -> (resource file, folder inside it). Checked by eye on
-#: contact sheets; the games' other folders hold drawings, letters, maps or paintings.
+#: The package's folders of photographs, each a resource file and a folder inside it, checked by eye
+#: on contact sheets (the games' other folders hold drawings, letters, maps or paintings).
 COLLECTIONS = {
     "fishes": ("categorization.rcc", _SORTING + "fishes/"),  # fish in the sea and in aquariums
     "monuments": ("categorization.rcc", _SORTING + "monuments/"),
@@ -78,7 +78,7 @@ def credits(resource: str | Path, member: str) -> dict[str, str]:
 class UnlabelledPhotos(TensorImages):
     """Photographs preprocessed for EfficientNet-Lite0 (N, 3, 224, 224), without labels (``targets`` all -1).
 
-    ``names`` are the files' names, ``collections`` the :data:`COLLECTIONS` they come from; ``licences``
+    ``names`` are the files' names, ``collections`` the ``COLLECTIONS`` they come from; ``licences``
     and ``authors`` come from the READMEs in the package.
     """
 
