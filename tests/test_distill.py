@@ -276,3 +276,12 @@ def test_chapter_sizes_per_profile():
     assert book.legibility >= 30  # a paired difference over scenes needs a few dozen to decide
     with pytest.raises(ValueError, match="unknown profile"):
         distill.sizes("huge")
+
+
+def test_real_photos_are_chapter_11s_then_gcompris_photographs():
+    _needs_scenes()
+    from zfkit import data
+
+    five = distill.real_photos(limit=5)
+    assert five.shape == (8 + 5, 3, 224, 224)
+    assert torch.equal(five[:8], data.photos().images) and torch.equal(five[8:], data.unlabelled_photos(limit=5).images)

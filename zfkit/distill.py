@@ -34,10 +34,11 @@ The recipe, each part for a reason:
   agreement 16.7 / 20.0 / 25.3 / 25.0 / 26.0 % and conv5 legibility 1.52 / 1.65 / 1.47 / 2.01 /
   1.98 (untrained 1.98, ± about 0.2); top-5 overlap on 140 of the GCompris photos was 4.4 / 3.1 /
   3.6 % at 10 / 30 / 100. The weight was chosen on the same held-out scenes the book reports (a
-  mild selection bias). Swapping each training scene's background for another wallpaper (half the time; the
-  teacher saw the object alone, so its label still holds) changed nothing (top-1 15.3 %, conv5 1.44).
-  Nor did a 128-pixel student (1.6x the training time): top-1 27.0 %, conv5 legibility 2.66 against
-  the same net untrained at 128 pixels 2.68, top-5 overlap on the 252 real photos 2.8 %.
+  mild selection bias). Swapping each training scene's background for another wallpaper (half the
+  time; the teacher saw the object alone, so its label still holds) changed nothing (top-1 15.3 %,
+  conv5 1.44). Nor did a 128-pixel student (1.6x the training time): top-1 27.0 %, conv5
+  legibility 2.66 against the same net untrained at 128 pixels 2.68, top-5 overlap on the 252 real
+  photos 2.8 %.
 - **conv1 starts small and learns by SGD** (``conv1_init`` x He's std; ``conv1_sgd``): Adam scales
   each weight's step by its own gradient RMS, which whitens a first-layer filter's update into
   pixel noise, and a full-size random init never fades in a few thousand steps. Measured (6,000
@@ -67,6 +68,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import models
+from .data import photos, unlabelled_photos
 from .deconv import Deconvnet
 from .efficientnet import normalize, unnormalize
 from .scenes import Scenes, objects, scenes
@@ -74,7 +76,7 @@ from .topk import layer_activations, topk_layers
 from .train import DevicePlan, _generator, cpu_name, plan_device
 
 __all__ = ["Config", "CONFIGS", "config", "Sizes", "SIZES", "sizes", "Labelled", "Result", "student", "untrained", "draw_scenes",
-           "label", "teacher_view", "distillation_loss", "hint_loss", "fit_student", "distill", "held_out", "resize",
+           "label", "teacher_view", "distillation_loss", "hint_loss", "fit_student", "distill", "held_out", "resize", "real_photos",
            "agreement", "agreement_on", "legibility", "legibility_scores", "layer_legibility", "purity", "scan_purity", "layer_purity", "LAYERS"]
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
@@ -100,7 +102,7 @@ class Config:
     conv1_init: float = 0.1  # conv1's initial std as a factor of He's
     temperature: float = 3.0
     hint: str | None = "stage5"  # the Lite0 stage whose map conv5 regresses; None: soft targets only
-    hint_weight: float = 30.0  # the hint against T² x KL: 1 -> 30 took held-out top-1 agreement from 16.7 % to 25.0 %
+    hint_weight: float = 30.0  # against T² x KL; 1 -> 30 took held-out top-1 agreement from 16.7 to 25.0 %
     jitter: float = 0.1  # brightness/contrast/saturation jitter of the student's input (fraction)
     width: float = 1.0
     dropout: float = 0.3
@@ -473,6 +475,13 @@ def held_out(cfg: Config, n: int, seed: int = _VAL_SEED, classified: bool = True
     small = dataclasses.replace(big, images=resize(big.images, cfg.size), masks=masks,
                                 boxes=(big.boxes.float() * factor).round().long())
     return big, small
+
+
+def real_photos(limit: int | None = None) -> torch.Tensor:
+    """The real photos the student's agreement with Lite0 is measured on, in Lite0's input space: chapter 11's
+    eight, then at most ``limit`` of GCompris' unlabelled photographs (all 244 by default). Whole photos
+    with their own backgrounds, none pasted into a scene; no label is needed to compare two models."""
+    return torch.cat([photos().images, unlabelled_photos(limit=limit).images])
 
 
 def agreement(student_logits: torch.Tensor, teacher_logits: torch.Tensor, k: int = 5) -> dict:

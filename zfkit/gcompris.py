@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from .efficientnet import imagenet_classes, preprocess, unnormalize
-from .images import DataNotFoundError, TensorImages
+from .images import TensorImages, missing_debian_file
 from .qt_resource import members, read_member
 
 __all__ = ["PACKAGE", "RESOURCES", "COLLECTIONS", "UnlabelledPhotos", "credits", "unlabelled_photos"]
@@ -95,8 +95,7 @@ class UnlabelledPhotos(TensorImages):
 def _resource(file: str, root: Path) -> Path:
     path = Path(root) / file
     if not path.is_file():
-        raise DataNotFoundError(f"{path} is missing: it comes with the Debian package {PACKAGE}. Install it with "
-                                f"`sudo apt-get install {PACKAGE}` (`make setup` does this when run as root)")
+        raise missing_debian_file(path, PACKAGE)
     return path
 
 

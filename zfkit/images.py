@@ -19,6 +19,12 @@ class DataNotFoundError(FileNotFoundError):
     """Raised when a dataset is in none of the places zfkit looks; the message lists how to add it."""
 
 
+def missing_debian_file(path, package: str) -> DataNotFoundError:
+    """The error for a file that a Debian package installs, naming the command that installs it."""
+    return DataNotFoundError(f"{path} is missing: it comes with the Debian package {package}. Install it with "
+                             f"`sudo apt-get install {package}` (`make setup` does this when run as root)")
+
+
 @dataclass
 class TensorImages(Dataset):
     """Images (N, C, H, W) float32 with integer labels, indexable like any torch Dataset."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 __all__ = ["members", "read_member"]
@@ -35,8 +35,9 @@ class _Resource:
         (length,) = struct.unpack(">H", self.raw[at:at + 2])
         return self.raw[at + 6:at + 6 + 2 * length].decode("utf-16-be")  # skips the 4-byte name hash
 
+    @cached_property
     def files(self) -> dict[str, tuple[int, int]]:
-        """Every file's path (``a/b/c.webp``) with its node's flags and data offset."""
+        """Every file's path (``a/b/c.webp``) with its node's flags and data offset (walked once)."""
         out: dict[str, tuple[int, int]] = {}
         pending = [(0, "")]
         while pending:
@@ -52,10 +53,9 @@ class _Resource:
         return out
 
     def read(self, member: str) -> bytes:
-        files = self.files()
-        if member not in files:
-            raise KeyError(f"{self.path} holds no file {member!r} ({len(files)} files in it)")
-        flags, offset = files[member]
+        if member not in self.files:
+            raise KeyError(f"{self.path} holds no file {member!r} ({len(self.files)} files in it)")
+        flags, offset = self.files[member]
         at = self.data + offset
         (size,) = struct.unpack(">I", self.raw[at:at + 4])
         blob = self.raw[at + 4:at + 4 + size]
@@ -76,7 +76,7 @@ def _resource(path: str | os.PathLike) -> _Resource:
 
 def members(path: str | os.PathLike) -> list[str]:
     """The paths of the files inside the resource at ``path``, sorted."""
-    return sorted(_resource(path).files())
+    return sorted(_resource(path).files)
 
 
 def read_member(path: str | os.PathLike, member: str) -> bytes:

@@ -34,7 +34,7 @@ import torch
 
 from .cutout import plain_background_mask
 from .efficientnet import MEAN, STD, imagenet_classes, normalize, unnormalize
-from .images import DataNotFoundError, TensorImages, top_k_hits
+from .images import TensorImages, missing_debian_file, top_k_hits
 from .qt_resource import read_member
 
 __all__ = ["OBJECTS_JSON", "RealObject", "Background", "Scenes", "objects", "backgrounds", "compose", "scenes",
@@ -95,15 +95,9 @@ def catalogue_digest() -> str:
 def missing_packages() -> list[str]:
     """The Debian packages whose catalogued files are not on this machine (what ``make setup`` installs)."""
     catalogue = _catalogue()
-    files = [(_object_path(e, catalogue["stamps"]), e.get("package", catalogue["stamps"]["package"]))
-             for e in catalogue["objects"]]
+    files = [_object_source(e, catalogue["stamps"]) for e in catalogue["objects"]]
     files += [(Path(e["file"]), e["package"]) for e in catalogue["backgrounds"]]
     return sorted({package for path, package in files if not path.is_file()})
-
-
-def _missing(path: Path, package: str) -> DataNotFoundError:
-    return DataNotFoundError(f"{path} is missing: it comes with the Debian package {package}. Install it with "
-                             f"`sudo apt-get install {package}` (`make setup` does this when run as root)")
 
 
 def _checked(raw: bytes, where: str | Path, sha256: str) -> bytes:
@@ -115,7 +109,7 @@ def _checked(raw: bytes, where: str | Path, sha256: str) -> bytes:
 
 def _read(path: Path, package: str, sha256: str) -> bytes:
     if not path.is_file():
-        raise _missing(path, package)
+        raise missing_debian_file(path, package)
     return _checked(path.read_bytes(), path, sha256)
 
 
@@ -131,18 +125,21 @@ def _decode(raw: bytes, mode: str) -> np.ndarray:
         return np.asarray(im).copy()
 
 
-def _object_path(entry: dict, stamps: dict) -> Path:
-    """A stamp's file is relative to the stamps' root; an object from another package names its file whole."""
-    return Path(entry["file"]) if "package" in entry else Path(stamps["root"]) / entry["file"]
+def _object_source(entry: dict, stamps: dict) -> tuple[Path, str]:
+    """The entry's file and Debian package: a stamp's file is relative to the stamps' root, an object from
+    another package names its package and its whole path."""
+    if "package" in entry:
+        return Path(entry["file"]), entry["package"]
+    return Path(stamps["root"]) / entry["file"], stamps["package"]
 
 
 def _object_rgba(entry: dict, stamps: dict) -> np.ndarray:
     """The entry's (H, W, 4) uint8 pixels: a stamp's own alpha, or a studio photo cut along its plain background."""
-    path, package = _object_path(entry, stamps), entry.get("package", stamps["package"])
+    path, package = _object_source(entry, stamps)
     if "member" not in entry:
         return _decode(_read(path, package, entry["sha256"]), "RGBA")
     if not path.is_file():
-        raise _missing(path, package)
+        raise missing_debian_file(path, package)
     rgb = _decode(_checked(read_member(path, entry["member"]), f"{path}:{entry['member']}", entry["sha256"]), "RGB")
     alpha = plain_background_mask(rgb, tolerance=entry["background_tolerance"]).astype(np.uint8) * 255
     return np.dstack([rgb, alpha])
